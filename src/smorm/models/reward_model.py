@@ -1,0 +1,393 @@
+"""RewardModel: a Hugging Face backbone, a ``ModuleDict`` of heads, last-real-token pooling.
+
+One forward pass gives every head's output (000 Sec. 3: SMORM reads both heads off one shared
+embedding). Inference modes: F = single head, L = mean of the attribute head, M = mean of F and L.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from smorm.models.heads import build_head
+from smorm.types import Message, RewardOutput
+
+MODES = ("F", "L", "M")
+CONFIG_NAME = "smorm_config.json"
+HEADS_NAME = "heads.safetensors"
+DELTA_NAME = "backbone_delta.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RewardModelConfig:
+    """Everything needed to rebuild a RewardModel besides its weights.
+
+    Attributes:
+        backbone: the backbone reference as the user gave it (short name, hub id, folder, .gguf).
+        attributes: names of the multi head's outputs, in order.
+        rating_scales: ``{source: {attribute: [lo, hi]}}`` used to rescale ratings to [0, 1].
+        heads: ``{head_name: {"kind": "linear" | "mlp", "out": int, ...options}}``.
+        mode: default inference mode, one of F, L, M.
+        max_length: token budget used when formatting prompt + response.
+        is_decoder: causal backbone (True) or encoder (False).
+        backbone_weights: how the folder stores the backbone: ``full`` (a HF folder in ``backbone/``),
+            ``delta`` (only the trained backbone tensors, on top of ``backbone``), ``reference``
+            (none: the backbone is loaded from ``backbone`` unchanged).
+        with_lm_head: the backbone keeps its LM head (GRM).
+    """
+
+    backbone: str
+    attributes: list[str] = field(default_factory=list)
+    rating_scales: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mode: str = "F"
+    max_length: int = 512
+    is_decoder: bool = True
+    backbone_weights: str = "full"
+    with_lm_head: bool = False
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RewardModelConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{CONFIG_NAME}: unknown field(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class Scores:
+    """Scores for N responses, every head side by side (JSON-friendly lists)."""
+
+    reward: list[float]
+    mode: str
+    single: list[float] | None
+    attributes: dict[str, list[float]]
+    gate_weights: list[list[float]] | None = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per response: ``reward``, ``F``/``L``/``M`` where defined, each attribute."""
+        rows: list[dict[str, Any]] = []
+        for i, reward in enumerate(self.reward):
+            row: dict[str, Any] = {"reward": reward, "mode": self.mode}
+            if self.single is not None:
+                row["F"] = self.single[i]
+            if self.attributes:
+                mean_attr = sum(v[i] for v in self.attributes.values()) / len(self.attributes)
+                row["L"] = mean_attr
+                if self.single is not None:
+                    row["M"] = 0.5 * (self.single[i] + mean_attr)
+                row["attributes"] = {name: vals[i] for name, vals in self.attributes.items()}
+            if self.gate_weights is not None:
+                row["gate_weights"] = dict(zip(self.attributes, self.gate_weights[i]))
+            rows.append(row)
+        return rows
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, whatever the padding side.
+
+    Args:
+        attention_mask: ``[N, T]`` with 1 on real tokens.
+    Returns:
+        ``[N]`` long: the largest position holding a 1.
+    """
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * positions).argmax(dim=-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[N, T]`` positions counting real tokens only, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def pool_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[N, T, d], [N, T] -> [N, d]``: the hidden state at each row's last real token."""
+    index = last_token_index(attention_mask)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+def reward_for_mode(output: RewardOutput, mode: str) -> torch.Tensor:
+    """``[N]`` reward of an inference mode (000 Sec. 3: SMORM-F, -L, -M)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "F":
+        if output.single is None:
+            raise ValueError("mode F needs the single-objective head, which this model does not have")
+        return output.single
+    if output.attributes is None:
+        raise ValueError(f"mode {mode} needs the multi-attribute head, which this model does not have")
+    mean_attributes = output.attributes.mean(dim=-1)
+    if mode == "L":
+        return mean_attributes
+    if output.single is None:
+        raise ValueError("mode M needs both heads; this model has no single-objective head")
+    return 0.5 * (output.single + mean_attributes)
+
+
+class RewardModel(nn.Module):
+    """Backbone + heads. ``forward`` returns a :class:`RewardOutput` with every head.
+
+    The backbone may be run in three ways (see ``forward``): from token ids (full), from cached
+    lower-layer hidden states (``top_k`` trunk mode), or not at all (cached pooled features,
+    ``frozen`` trunk mode).
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, config: RewardModelConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        hidden_size = int(backbone.config.hidden_size)
+        heads = {}
+        for name, spec in config.heads.items():
+            spec = dict(spec)
+            kind = spec.pop("kind", "linear")
+            out = int(spec.pop("out", len(config.attributes) if name == "multi" else 1))
+            heads[name] = build_head(kind, hidden_size, out, **spec)
+        self.heads = nn.ModuleDict(heads)
+        if "multi" in self.heads and not config.attributes:
+            raise ValueError("a multi head needs attribute names (config.attributes is empty)")
+        self.upper_trunk: nn.Module | None = None  # set by smorm.models.trunk for top_k mode
+        base = self.base_model
+        self._accepts_position_ids = "position_ids" in inspect.signature(base.forward).parameters
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The backbone without its LM head (itself for an ``AutoModel``; unwraps peft)."""
+        backbone = self.backbone
+        if hasattr(backbone, "get_base_model"):  # peft injects adapters in place, so this runs them
+            backbone = backbone.get_base_model()
+        return getattr(backbone, "base_model", backbone)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[N, T] -> [N, T, d]`` last hidden states of the backbone."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._accepts_position_ids:
+            kwargs["position_ids"] = position_ids_from_mask(attention_mask)
+        return self.base_model(**kwargs).last_hidden_state
+
+    def heads_forward(self, pooled: torch.Tensor) -> RewardOutput:
+        """Apply every head to ``pooled [N, d]``."""
+        pooled = pooled.to(self._head_dtype())
+        single = self.heads["single"](pooled).squeeze(-1) if "single" in self.heads else None
+        attributes = self.heads["multi"](pooled) if "multi" in self.heads else None
+        extra = {
+            name: head(pooled).squeeze(-1)
+            for name, head in self.heads.items()
+            if name not in ("single", "multi")
+        }
+        return RewardOutput(single=single, attributes=attributes, pooled=pooled, extra=extra)
+
+    def _head_dtype(self) -> torch.dtype:
+        for parameter in self.heads.parameters():
+            return parameter.dtype
+        return torch.float32
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> RewardOutput:
+        """Score sequences.
+
+        Args:
+            input_ids: ``[N, T]`` token ids (full forward).
+            attention_mask: ``[N, T]`` 1 on real tokens; needed unless ``pooled`` is given.
+            hidden_states: ``[N, T, d]`` cached output of the frozen lower layers (top_k mode).
+            pooled: ``[N, d]`` cached final pooled features (frozen mode): heads only.
+            return_hidden: also return the last hidden states ``[N, T, d]`` in ``extra["hidden"]``.
+        """
+        if pooled is not None:
+            return self.heads_forward(pooled)
+        if attention_mask is None:
+            raise ValueError("attention_mask is required unless pooled features are given")
+        if hidden_states is not None:
+            if self.upper_trunk is None:
+                raise RuntimeError("hidden_states given but no upper trunk is set (top_k mode not set up)")
+            last_hidden = self.upper_trunk(hidden_states, attention_mask)
+        else:
+            if input_ids is None:
+                raise ValueError("give input_ids, hidden_states or pooled")
+            last_hidden = self.encode(input_ids, attention_mask)
+        output = self.heads_forward(pool_last_token(last_hidden, attention_mask))
+        if return_hidden:
+            output.extra["hidden"] = last_hidden
+        return output
+
+    # ---------------------------------------------------------------- scoring
+
+    @torch.no_grad()
+    def score(
+        self,
+        prompts: Sequence[str | list[Message]],
+        responses: Sequence[str],
+        mode: str | None = None,
+        batch_size: int = 16,
+        autocast_bf16: bool = False,
+    ) -> Scores:
+        """Score ``responses[i]`` to ``prompts[i]``; batches are length-sorted, results keep input order."""
+        from smorm.data.formatting import Formatter
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        mode = mode or self.config.mode
+        formatter = Formatter(self.tokenizer, self.config.max_length)
+        sequences = [
+            formatter.encode(p if isinstance(p, list) else [{"role": "user", "content": p}], r).input_ids
+            for p, r in zip(prompts, responses)
+        ]
+        outputs = self.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16)
+        return scores_from_output(outputs, mode, self.config.attributes)
+
+    @torch.no_grad()
+    def score_token_ids(
+        self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False
+    ) -> RewardOutput:
+        """Run token sequences through the model in length-sorted batches; rows come back in input order."""
+        from smorm.data.collate import collate_sequences
+
+        was_training = self.training
+        self.eval()
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        pad_id = self.tokenizer.pad_token_id
+        singles, attributes, pooled, extras = [], [], [], []
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = collate_sequences([sequences[i] for i in chunk], pad_id, padding_side="right")
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+                out = self(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            singles.append(None if out.single is None else out.single.float())
+            attributes.append(None if out.attributes is None else out.attributes.float())
+            pooled.append(out.pooled.float())
+            extras.append({k: v.float() for k, v in out.extra.items()})
+        self.train(was_training)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+
+        def gather(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+            if not parts or parts[0] is None:
+                return None
+            return torch.cat(parts)[inverse]  # type: ignore[arg-type]
+
+        return RewardOutput(
+            single=gather(singles),
+            attributes=gather(attributes),
+            pooled=gather(pooled),  # type: ignore[arg-type]
+            extra={k: gather([e[k] for e in extras]) for k in (extras[0] if extras else {})},  # type: ignore[misc]
+        )
+
+    # ---------------------------------------------------------------- save / load
+
+    def save_pretrained(self, folder: str | os.PathLike[str], backbone_weights: str | None = None) -> Path:
+        """Write the model atomically: config JSON, heads (safetensors), backbone, tokenizer.
+
+        ``backbone_weights``: ``full`` | ``delta`` | ``reference``; default: ``reference`` if no backbone
+        weight is trainable, ``delta`` if only some are, else ``full``.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        trainable = {n: p for n, p in self.backbone.named_parameters() if p.requires_grad}
+        if backbone_weights is None:
+            total = sum(1 for _ in self.backbone.parameters())
+            backbone_weights = "reference" if not trainable else ("full" if len(trainable) == total else "delta")
+        if backbone_weights not in ("full", "delta", "reference"):
+            raise ValueError(f"backbone_weights must be full, delta or reference, not {backbone_weights!r}")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            config = RewardModelConfig(**{**asdict(self.config), "backbone_weights": backbone_weights})
+            heads = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+            save_file(heads, tmp / HEADS_NAME)
+            if backbone_weights == "full":
+                self.backbone.save_pretrained(tmp / "backbone", safe_serialization=True)
+            elif backbone_weights == "delta":
+                delta = {n: p.detach().contiguous().cpu() for n, p in trainable.items()}
+                save_file(delta, tmp / DELTA_NAME)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike[str], trust_remote_code: bool = False, dtype: str = "float32"
+    ) -> RewardModel:
+        """Load a folder written by :meth:`save_pretrained` (safetensors only; never pickle)."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        from smorm.models.backbone import load_backbone
+
+        folder = Path(folder)
+        config_path = folder / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{folder} is not a smorm model folder (no {CONFIG_NAME})")
+        config = RewardModelConfig.from_dict(json.loads(config_path.read_text()))
+        if config.backbone_weights == "full":
+            auto = AutoModelForCausalLM if config.with_lm_head else AutoModel
+            backbone = auto.from_pretrained(
+                folder / "backbone", use_safetensors=True, trust_remote_code=trust_remote_code,
+                dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
+            )
+        else:
+            backbone = load_backbone(
+                config.backbone, dtype=dtype, with_lm_head=config.with_lm_head,
+                trust_remote_code=trust_remote_code,
+            ).model
+            if config.backbone_weights == "delta":
+                delta = load_file(folder / DELTA_NAME)
+                missing = set(delta) - {n for n, _ in backbone.named_parameters()}
+                if missing:
+                    raise ValueError(f"{folder / DELTA_NAME}: tensors not in the backbone: {sorted(missing)[:5]}")
+                backbone.load_state_dict(delta, strict=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = cls(backbone, tokenizer, config)
+        heads = load_file(folder / HEADS_NAME)
+        model.heads.load_state_dict(heads, strict=True)
+        model.eval()
+        return model
+
+
+def scores_from_output(output: RewardOutput, mode: str, attribute_names: list[str]) -> Scores:
+    """Turn a batched :class:`RewardOutput` into JSON-friendly :class:`Scores`."""
+    reward = reward_for_mode(output, mode)
+    attributes = {}
+    if output.attributes is not None:
+        attributes = {name: output.attributes[:, i].tolist() for i, name in enumerate(attribute_names)}
+    return Scores(
+        reward=reward.tolist(),
+        mode=mode,
+        single=None if output.single is None else output.single.tolist(),
+        attributes=attributes,
+        gate_weights=None if output.gate_weights is None else output.gate_weights.tolist(),
+    )

@@ -1,0 +1,190 @@
+"""Trunk modes: which backbone weights train, and what is cached (DESIGN.md, "Trunk modes").
+
+- ``full``: every backbone weight trains.
+- ``top_k``: the bottom ``L - k`` layers are frozen; their output for every training sequence is
+  computed once and cached (see :mod:`smorm.train.cache`); each step runs only the top ``k``
+  layers and the heads.
+- ``frozen``: the final pooled features are cached once; only the heads train. With a frozen
+  trunk the SMORM heads cannot interact through the shared embedding.
+- ``lora``: peft LoRA adapters on the backbone, heads fully trained.
+
+Splitting a backbone into lower and upper parts is model-specific. Decoder families whose
+forward uses ``inputs_embeds`` as the first hidden state unchanged (Llama, Mistral, Qwen2/3) are
+split by running the same module over a slice of its layer list; BERT-style encoders run their
+encoder layers directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from smorm.models.reward_model import RewardModel, position_ids_from_mask
+
+TRUNK_MODES = ("full", "top_k", "frozen", "lora")
+# Decoder families whose base model treats inputs_embeds as the first hidden state as is
+# (no embedding scaling), so lower/upper halves are the same module over a layer slice.
+SLICEABLE_DECODERS = {"llama", "mistral", "qwen2", "qwen3"}
+BERT_LIKE = {"bert", "roberta", "xlm-roberta"}
+
+
+def num_layers(model: RewardModel) -> int:
+    return int(model.base_model.config.num_hidden_layers)
+
+
+def _layer_list(base: nn.Module) -> nn.ModuleList:
+    if hasattr(base, "layers"):
+        return base.layers
+    if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
+        return base.encoder.layer
+    raise NotImplementedError(f"top_k trunk mode does not know where the layers of {type(base).__name__} are")
+
+
+def check_top_k_supported(model: RewardModel) -> None:
+    model_type = model.base_model.config.model_type
+    if model_type not in SLICEABLE_DECODERS | BERT_LIKE:
+        raise NotImplementedError(
+            f"top_k trunk mode is implemented for {sorted(SLICEABLE_DECODERS | BERT_LIKE)}, "
+            f"not for model_type {model_type!r}; use trunk=full, frozen or lora"
+        )
+
+
+class _DecoderSlice(nn.Module):
+    """A view of a sliceable decoder that runs layers ``[start, stop)``; parameters are shared."""
+
+    def __init__(self, base: nn.Module, start: int, stop: int, final_norm: bool) -> None:
+        super().__init__()
+        view = copy.copy(base)  # shallow: shares every parameter with ``base``
+        view._modules = dict(base._modules)
+        view.layers = nn.ModuleList(list(base.layers)[start:stop])
+        if not final_norm:
+            view.norm = nn.Identity()
+        object.__setattr__(self, "view", view)  # not a submodule: parameters belong to the backbone
+
+    def forward(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
+                hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        return self.view(
+            input_ids=input_ids,
+            inputs_embeds=hidden_states,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        ).last_hidden_state
+
+
+class _BertSlice(nn.Module):
+    def __init__(self, base: nn.Module, start: int, stop: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "base", base)
+        self.start, self.stop = start, stop
+
+    def forward(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
+                hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        base = self.base
+        if input_ids is not None:
+            hidden_states = base.embeddings(
+                input_ids=input_ids, position_ids=position_ids_from_mask(attention_mask)
+            )
+        assert hidden_states is not None
+        extended = base.get_extended_attention_mask(attention_mask, attention_mask.shape)
+        for layer in list(base.encoder.layer)[self.start : self.stop]:
+            output = layer(hidden_states, attention_mask=extended)
+            hidden_states = output[0] if isinstance(output, tuple) else output
+        return hidden_states
+
+
+class LowerTrunk(nn.Module):
+    """Runs the frozen bottom layers: ``input_ids [N, T] -> hidden [N, T, d]`` (cached once)."""
+
+    def __init__(self, model: RewardModel, split: int) -> None:
+        super().__init__()
+        base = model.base_model
+        if base.config.model_type in BERT_LIKE:
+            self.part: nn.Module = _BertSlice(base, 0, split)
+        else:
+            self.part = _DecoderSlice(base, 0, split, final_norm=False)
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.part(attention_mask, input_ids=input_ids)
+
+
+class UpperTrunk(nn.Module):
+    """Runs the top layers (and final norm) on cached hidden states: ``[N, T, d] -> [N, T, d]``."""
+
+    def __init__(self, model: RewardModel, split: int) -> None:
+        super().__init__()
+        base = model.base_model
+        total = num_layers(model)
+        if base.config.model_type in BERT_LIKE:
+            self.part: nn.Module = _BertSlice(base, split, total)
+        else:
+            self.part = _DecoderSlice(base, split, total, final_norm=True)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.part(attention_mask, hidden_states=hidden_states)
+
+
+def apply_trunk_mode(model: RewardModel, mode: str, top_k: int = 2, lora: dict[str, Any] | None = None
+                     ) -> LowerTrunk | None:
+    """Set ``requires_grad`` for a trunk mode; returns the lower trunk for ``top_k`` (else None).
+
+    Heads always train. For ``top_k`` the model's ``upper_trunk`` is set so that
+    ``model(hidden_states=…, attention_mask=…)`` runs only the top layers.
+    """
+    if mode not in TRUNK_MODES:
+        raise ValueError(f"unknown trunk mode {mode!r}; expected one of {', '.join(TRUNK_MODES)}")
+    for parameter in model.heads.parameters():
+        parameter.requires_grad_(True)
+    if mode == "full":
+        for parameter in model.backbone.parameters():
+            parameter.requires_grad_(True)
+        return None
+    if mode == "frozen":
+        for parameter in model.backbone.parameters():
+            parameter.requires_grad_(False)
+        return None
+    if mode == "lora":
+        apply_lora(model, lora or {})
+        return None
+    check_top_k_supported(model)
+    total = num_layers(model)
+    if not 1 <= top_k <= total:
+        raise ValueError(f"top_k must be in 1..{total} for this backbone, got {top_k}")
+    split = total - top_k
+    for parameter in model.backbone.parameters():
+        parameter.requires_grad_(False)
+    layers = _layer_list(model.base_model)
+    for layer in list(layers)[split:]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(True)
+    final_norm = getattr(model.base_model, "norm", None)
+    if final_norm is not None:
+        for parameter in final_norm.parameters():
+            parameter.requires_grad_(True)
+    model.upper_trunk = UpperTrunk(model, split)
+    return LowerTrunk(model, split)
+
+
+def apply_lora(model: RewardModel, options: dict[str, Any]) -> None:
+    """Wrap the backbone with peft LoRA adapters; only adapters and heads train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:  # pragma: no cover - peft is a declared extra
+        raise ImportError("trunk mode 'lora' needs peft: pip install 'smorm[lora]'") from error
+    config = LoraConfig(
+        r=int(options.get("r", 8)),
+        lora_alpha=int(options.get("alpha", 16)),
+        lora_dropout=float(options.get("dropout", 0.0)),
+        target_modules=options.get("target_modules", "all-linear"),
+        bias="none",
+    )
+    model.backbone = get_peft_model(model.backbone, config)
+
+
+def merge_lora(model: RewardModel) -> None:
+    """Fold LoRA adapters into the backbone weights (before saving a plain checkpoint)."""
+    if hasattr(model.backbone, "merge_and_unload"):
+        model.backbone = model.backbone.merge_and_unload()
