@@ -1,0 +1,3 @@
+from smorm.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""Which records each optimizer step sees: D_S and D_M batched independently.
+
+An epoch is a pass over D_S in length-grouped, shuffled batches; D_M is cycled alongside (a new
+shuffle each cycle). The schedule is a pure function of (seed, micro-step index), so a resumed run
+sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+from smorm.train.config import TrainConfig
+
+
+@dataclass
+class StepIndices:
+    pairs: list[int]
+    ratings: list[int]
+
+
+@dataclass
+class StepPlan:
+    num_pairs: int
+    num_ratings: int
+    pair_batch_size: int
+    rating_batch_size: int
+    micro_per_epoch: int
+    total_micro: int
+    total_steps: int
+    grad_accum: int
+    world_size: int
+    pair_lengths: list[int] = field(default_factory=list, repr=False)
+    rating_lengths: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def steps_per_epoch(self) -> float:
+        return self.micro_per_epoch / self.grad_accum
+
+    @classmethod
+    def build(cls, train: TrainConfig, num_pairs: int, num_ratings: int, world_size: int) -> StepPlan:
+        if num_pairs == 0 and num_ratings == 0:
+            raise ValueError("no training data: both data.pairs and data.ratings are empty")
+        if num_pairs:
+            micro_per_epoch = math.ceil(num_pairs / train.pair_batch_size)
+        else:
+            micro_per_epoch = math.ceil(num_ratings / train.rating_batch_size)
+        total_micro = max(1, math.ceil(train.epochs * micro_per_epoch))
+        total_steps = math.ceil(total_micro / train.grad_accum)
+        if train.max_steps is not None:  # overrides epochs; D_S is cycled as needed
+            total_steps = train.max_steps
+            total_micro = total_steps * train.grad_accum
+        return cls(num_pairs, num_ratings, train.pair_batch_size, train.rating_batch_size, micro_per_epoch,
+                   total_micro, total_steps, train.grad_accum, world_size)
+
+
+def grouped_batches(lengths: tuple[int, ...], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of indices; similar lengths share a batch to cut padding."""
+    try:
+        from smorm.data.collate import length_grouped_batches
+    except ImportError:  # pragma: no cover - the data layer provides it
+        length_grouped_batches = None
+    if length_grouped_batches is not None:
+        return length_grouped_batches(list(lengths), batch_size, shuffle=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@lru_cache(maxsize=8)
+def _epoch_batches(lengths: tuple[int, ...], batch_size: int, seed: int) -> list[list[int]]:
+    return grouped_batches(lengths, batch_size, seed)
+
+
+def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
+                 chosen: list[list[int]], ratings: list[list[int]]) -> StepIndices:
+    """Record indices for micro-batch ``micro`` on process ``rank`` (a strided shard of the global batch)."""
+    pair_idx: list[int] = []
+    rating_idx: list[int] = []
+    if plan.num_pairs:
+        if not plan.pair_lengths:
+            plan.pair_lengths = [len(x) for x in chosen]
+        epoch, position = divmod(micro, plan.micro_per_epoch)
+        batches = _epoch_batches(tuple(plan.pair_lengths), plan.pair_batch_size, seed * 1000 + epoch)
+        pair_idx = batches[position][rank :: plan.world_size]
+    if plan.num_ratings:
+        if not plan.rating_lengths:
+            plan.rating_lengths = [len(x) for x in ratings]
+        per_cycle = math.ceil(plan.num_ratings / plan.rating_batch_size)
+        cycle, position = divmod(micro, per_cycle)
+        batches = _epoch_batches(tuple(plan.rating_lengths), plan.rating_batch_size, seed * 1000 + 500 + cycle)
+        rating_idx = batches[position][rank :: plan.world_size]
+    return StepIndices(pair_idx, rating_idx)
+
+
+def collate_hidden(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad cached hidden states ``[T_i, d]`` into ``[N, T, d]`` with an ``[N, T]`` mask."""
+    longest = max(f.shape[0] for f in features)
+    width = features[0].shape[1]
+    hidden = features[0].new_zeros(len(features), longest, width)
+    mask = torch.zeros(len(features), longest, dtype=torch.long)
+    for row, feature in enumerate(features):
+        hidden[row, : feature.shape[0]] = feature
+        mask[row, : feature.shape[0]] = 1
+    return hidden, mask

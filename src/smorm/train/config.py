@@ -1,0 +1,212 @@
+"""Typed run configuration: the one place every option is documented.
+
+A YAML file is parsed into :class:`RunConfig`; ``key=value`` overrides from the command line use
+dotted paths (``train.lr=1e-5``, ``data.pairs.0.limit=100``) and YAML syntax for values.
+Defaults follow the SMORM paper's Table 10 (000 App. G) for full fine-tuning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSource(Strict):
+    """One data file or dataset."""
+
+    path: str = Field(description="file, folder or hf:owner/name[:split]; relative paths are from the config file")
+    format: str = Field("auto", description="data adapter name (see `smorm ls`), or auto")
+    name: str | None = Field(None, description="source name (default: from the path)")
+    limit: int | None = Field(None, ge=1, description="use the first N valid records")
+    options: dict[str, Any] = Field(default_factory=dict, description="adapter options (scales, renames, views)")
+
+
+class HeadConfig(Strict):
+    kind: str = Field("linear", description="head kind: linear | mlp")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(Strict):
+    backbone: str = Field("smollm2-135m-instruct", description="short name, HF id or folder, or .gguf file")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="backbone weight dtype")
+    trust_remote_code: bool = Field(False, description="let transformers run code from the model folder")
+    heads: dict[str, HeadConfig] = Field(
+        default_factory=lambda: {"single": HeadConfig(), "multi": HeadConfig()},
+        description="heads by name: single (BT), multi (attributes), length (ODIN)",
+    )
+    mode: Literal["F", "L", "M"] = Field("F", description="default inference mode")
+    with_lm_head: bool = Field(False, description="keep the LM head (GRM losses)")
+
+
+class DataConfig(Strict):
+    pairs: list[DataSource] = Field(default_factory=list, description="pairwise preference data D_S")
+    ratings: list[DataSource] = Field(default_factory=list, description="attribute-rated data D_M")
+    attributes: list[str] | None = Field(None, description="attribute names (default: all found in ratings)")
+    max_length: int = Field(512, ge=8, description="tokens per prompt+response; prompt is cut from the left")
+    on_error: Literal["error", "skip"] = Field("error", description="bad records: stop, or skip and count")
+
+
+class LossConfig(Strict):
+    name: str = Field(description="registered loss name (see `smorm ls`)")
+    weight: float = Field(1.0, description="weight in the summed objective")
+    head: str | None = Field(None, description="head the loss reads (default: single for pair losses, multi for regression)")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoraOptions(Strict):
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainConfig(Strict):
+    trunk: Literal["full", "top_k", "frozen", "lora"] = Field("full", description="which backbone weights train")
+    top_k: int = Field(2, ge=1, description="top layers trained in top_k mode")
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    epochs: float = Field(1.0, gt=0, description="passes over D_S (or D_M when there is no D_S)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    pair_batch_size: int = Field(16, ge=1, description="pairs per step (Table 10: 16)")
+    rating_batch_size: int = Field(16, ge=1, description="rated responses per step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    lr: float = Field(5e-6, gt=0, description="AdamW learning rate (Table 10: 5e-6)")
+    head_lr: float | None = Field(None, gt=0, description="learning rate for heads (default: lr)")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="Table 10: 0.03")
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(1.0, description="gradient clipping (None: off)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (Table 10 trains in bf16)")
+    seed: int = 42
+    checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: off)")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1)
+    cache_dir: str | None = Field(None, description="feature cache folder (default: <output_dir>/cache)")
+    cache_batch_size: int = Field(16, ge=1)
+
+
+class BenchConfig(Strict):
+    kind: str = Field(description="benchmark name: reward-bench | rm-bench | pairs | ranked")
+    path: str
+    limit: int | None = Field(None, ge=1)
+    name: str | None = None
+
+
+class EvalConfig(Strict):
+    benches: list[BenchConfig] = Field(default_factory=list)
+    batch_size: int = 16
+    precision: Literal["fp32", "bf16"] = "fp32"
+    modes: list[Literal["F", "L", "M"]] = Field(default_factory=lambda: ["F", "L", "M"])
+
+
+class RunConfig(Strict):
+    method: str = Field("smorm", description="a name for reports")
+    output_dir: str = Field("runs/smorm", description="run folder: model, checkpoints, logs, report")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    losses: list[LossConfig] = Field(
+        default_factory=lambda: [LossConfig(name="bt"), LossConfig(name="regression")]
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("losses")
+    @classmethod
+    def _losses_known(cls, losses: list[LossConfig]) -> list[LossConfig]:
+        from smorm.losses import get_loss, validate_options
+
+        if not losses:
+            raise ValueError("at least one loss is needed")
+        for loss in losses:
+            get_loss(loss.name)  # raises with near names
+            validate_options(loss.name, loss.options)
+        return losses
+
+    @model_validator(mode="after")
+    def _data_matches_losses(self) -> RunConfig:
+        from smorm.losses import get_loss
+
+        needs = set().union(*(get_loss(loss.name).needs for loss in self.losses))
+        if "pairs" in needs and not self.data.pairs:
+            raise ValueError("the losses need pairwise data but data.pairs is empty")
+        if "ratings" in needs and not self.data.ratings:
+            raise ValueError("the losses need rated data but data.ratings is empty")
+        if "ratings" in needs and "multi" not in self.model.heads:
+            raise ValueError("a rating loss needs a 'multi' head in model.heads")
+        if "pairs" in needs and not any(h in self.model.heads for h in ("single", "multi")):
+            raise ValueError("a pair loss needs a 'single' head in model.heads")
+        return self
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree[a][b][0][c] = value`` for ``dotted = "a.b.0.c"``."""
+    keys = dotted.split(".")
+    node: Any = tree
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[int(key)]
+            continue
+        if key not in node or node[key] is None:
+            node[key] = [] if keys[depth + 1].isdigit() else {}
+        node = node[key]
+    last = keys[-1]
+    if isinstance(node, list):
+        index = int(last)
+        if index == len(node):
+            node.append(value)
+        else:
+            node[index] = value
+    else:
+        node[last] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config, apply ``key=value`` overrides, resolve data paths, validate.
+
+    Relative data and benchmark paths are resolved against the config file's folder, so a config
+    runs from any working directory.
+    """
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+        raw = loaded or {}
+        base = path.resolve().parent
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} is not key=value")
+        key, value = override.split("=", 1)
+        set_dotted(raw, key.strip(), yaml.safe_load(value))
+    _resolve_paths(raw, base)
+    return RunConfig.model_validate(raw)
+
+
+def _resolve(path: str, base: Path) -> str:
+    if path.startswith("hf:") or Path(path).is_absolute():
+        return path
+    return str((base / path).resolve())
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    data = raw.get("data") or {}
+    for key in ("pairs", "ratings"):
+        for source in data.get(key) or []:
+            if isinstance(source, dict) and isinstance(source.get("path"), str):
+                source["path"] = _resolve(source["path"], base)
+    for bench in (raw.get("eval") or {}).get("benches") or []:
+        if isinstance(bench, dict) and isinstance(bench.get("path"), str):
+            bench["path"] = _resolve(bench["path"], base)
+    backbone = (raw.get("model") or {}).get("backbone")
+    if isinstance(backbone, str) and (backbone.startswith("./") or backbone.startswith("../")):
+        raw["model"]["backbone"] = _resolve(backbone, base)

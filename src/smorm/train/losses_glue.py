@@ -1,0 +1,125 @@
+"""From one forward pass to the configured weighted sum of losses.
+
+Rows of the step's output are ``[chosen (B), rejected (B), rated (M)]``. Each configured loss
+reads the head it names (default: ``single`` for pair losses, ``multi`` for rating losses).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from smorm.train.config import RunConfig
+from smorm.train.prepare import TokenizedData
+from smorm.types import RewardOutput
+
+
+def head_rewards(output: RewardOutput, head: str) -> torch.Tensor:
+    """``[N]`` reward read from a head: single -> its output; multi -> mean of attributes; else extra."""
+    if head == "single":
+        if output.single is None:
+            raise ValueError("loss reads head 'single' but the model has none")
+        return output.single
+    if head == "multi":
+        if output.attributes is None:
+            raise ValueError("loss reads head 'multi' but the model has none")
+        return output.attributes.mean(dim=-1)
+    if head not in output.extra:
+        raise ValueError(f"loss reads head {head!r} but the model has no such head")
+    return output.extra[head]
+
+
+def response_logps(model: Any, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   prompt_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probabilities of the response tokens under the kept LM head (GRM).
+
+    Returns ``([N] summed log-prob, [N] number of response tokens)``. Sequences are right-padded.
+    """
+    lm_head = model.backbone.get_output_embeddings()
+    if lm_head is None:
+        raise ValueError("GRM losses need the LM head: set model.with_lm_head: true")
+    logits = lm_head(hidden[:, :-1]).float()  # position t predicts token t+1
+    targets = input_ids[:, 1:]
+    token_logps = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    positions = torch.arange(1, input_ids.shape[1], device=input_ids.device)
+    starts = torch.tensor(prompt_lengths, device=input_ids.device).unsqueeze(1)
+    mask = (positions.unsqueeze(0) >= starts) & attention_mask[:, 1:].bool()
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def compute_losses(config: RunConfig, model: Any, output: RewardOutput, data: TokenizedData,
+                   pair_idx: list[int], rating_idx: list[int], n_pairs: int, n_rated: int,
+                   inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    from smorm.losses import LossInputs, get_loss
+
+    b = n_pairs
+    device = output.pooled.device
+    # A zero-weighted term on every head keeps each head in the graph even when a step has no
+    # loss for it (e.g. no D_M rows), which DDP needs to reduce gradients in lockstep.
+    head_outputs = [output.single, output.attributes] + [v for k, v in output.extra.items() if k != "hidden"]
+    total = sum((0.0 * t.float().sum() for t in head_outputs if t is not None), output.pooled.new_zeros(()))
+    metrics: dict[str, float] = {}
+    for spec in config.losses:
+        definition = get_loss(spec.name)
+        needs = definition.needs
+        if "pairs" in needs and b == 0:
+            continue
+        if "ratings" in needs and n_rated == 0:
+            continue
+        kwargs: dict[str, Any] = {}
+        if "pairs" in needs:
+            head = spec.head or "single"
+            rewards = head_rewards(output, head).float()
+            kwargs.update(
+                chosen_rewards=rewards[:b], rejected_rewards=rewards[b : 2 * b],
+                margins=torch.tensor([data.margins[i] for i in pair_idx], dtype=torch.float32, device=device),
+                source_ids=torch.tensor([data.pair_source_ids[i] for i in pair_idx], dtype=torch.long, device=device),
+                sources=data.sources,
+                head_parameters=[p for p in model.heads[head].parameters() if p.requires_grad]
+                if head in model.heads else None,
+            )
+        if "ratings" in needs:
+            head = spec.head or "multi"
+            if output.attributes is None:
+                raise ValueError(f"loss {spec.name!r} needs the multi head")
+            names = data.attributes
+            targets = torch.zeros(n_rated, len(names), device=device)
+            mask = torch.zeros(n_rated, len(names), dtype=torch.bool, device=device)
+            for row, j in enumerate(rating_idx):
+                for col, name in enumerate(names):
+                    value = data.ratings[j].get(name)
+                    if value is not None and not math.isnan(value):
+                        targets[row, col] = value
+                        mask[row, col] = True
+            kwargs.update(predicted_ratings=output.attributes[2 * b :].float(), target_ratings=targets,
+                          rating_mask=mask)
+        if "length_head" in needs:
+            lengths_c = [len(data.chosen[i]) - data.chosen_prompt_lengths[i] for i in pair_idx]
+            lengths_r = [len(data.rejected[i]) - data.rejected_prompt_lengths[i] for i in pair_idx]
+            length_rewards = head_rewards(output, "length").float()
+            kwargs.update(
+                chosen_lengths=torch.tensor(lengths_c, dtype=torch.float32, device=device),
+                rejected_lengths=torch.tensor(lengths_r, dtype=torch.float32, device=device),
+                chosen_length_rewards=length_rewards[:b], rejected_length_rewards=length_rewards[b : 2 * b],
+                quality_head_weight=model.heads[spec.head or "single"].weight,
+                length_head_weight=model.heads["length"].weight,
+            )
+        if "lm" in needs:
+            if "input_ids" not in inputs or "hidden" not in output.extra:
+                raise ValueError("GRM losses need trunk=full or lora (token ids and hidden states)")
+            prompt_lengths = ([data.chosen_prompt_lengths[i] for i in pair_idx]
+                              + [data.rejected_prompt_lengths[i] for i in pair_idx])
+            logps, counts = response_logps(model, output.extra["hidden"][: 2 * b], inputs["input_ids"][: 2 * b],
+                                           inputs["attention_mask"][: 2 * b], prompt_lengths)
+            kwargs.update(chosen_logps=logps[:b], rejected_logps=logps[b:],
+                          chosen_response_tokens=counts[:b].float())
+        result = definition.fn(LossInputs(**kwargs), **spec.options)
+        total = total + spec.weight * result.loss
+        metrics[f"{spec.name}/loss"] = float(result.loss.detach())
+        for key, value in result.metrics.items():
+            metrics[f"{spec.name}/{key}"] = float(value)
+    metrics["loss"] = float(total.detach())
+    return total, metrics

@@ -1,0 +1,350 @@
+"""The one trainer: setup -> train -> save. Methods differ by config (losses, heads, data).
+
+D_S (pairs) and D_M (ratings) are batched independently: an epoch is a pass over D_S while D_M
+is cycled (000 Sec. 3: the two need not share prompts). Chosen, rejected and rated sequences of a
+step go through ONE forward pass. Runs under ``accelerate`` (one CPU, N GPUs, DeepSpeed/FSDP).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
+from smorm.models.trunk import apply_trunk_mode, merge_lora
+from smorm.train import checkpoint as ckpt
+from smorm.train.batches import StepPlan, collate_hidden, step_indices
+from smorm.train.cache import FeatureCache, fingerprint, sequences_fingerprint
+from smorm.train.config import RunConfig
+from smorm.train.losses_glue import compute_losses
+from smorm.train.prepare import TokenizedData, load_training_data, tokenize
+from smorm.types import RewardOutput
+
+KILL_AFTER_STEP_ENV = "SMORM_KILL_AFTER_STEP"  # fault injection for the resume test: SIGKILL self
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    model_dir: Path
+    steps: int
+    final_metrics: dict[str, float]
+    summary: dict[str, Any]
+
+
+def build_model(config: RunConfig, attributes: list[str]) -> RewardModel:
+    """Load the backbone and attach the configured heads (seeded, so heads init identically)."""
+    from smorm.models.backbone import load_backbone
+
+    backbone = load_backbone(
+        config.model.backbone, dtype=config.model.dtype, with_lm_head=config.model.with_lm_head,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    heads = {}
+    for name, head in config.model.heads.items():
+        spec = {"kind": head.kind, **head.options}
+        if name == "multi":
+            spec["out"] = len(attributes)
+        heads[name] = spec
+    model_config = RewardModelConfig(
+        backbone=config.model.backbone, attributes=list(attributes), heads=heads, mode=config.model.mode,
+        max_length=config.data.max_length, is_decoder=backbone.is_decoder, with_lm_head=config.model.with_lm_head,
+    )
+    torch.manual_seed(config.train.seed)
+    return RewardModel(backbone.model, backbone.tokenizer, model_config)
+
+
+class Trainer:
+    """Trains a :class:`RewardModel` as a :class:`RunConfig` says."""
+
+    def __init__(self, config: RunConfig, show_progress: bool = True) -> None:
+        from accelerate import Accelerator
+
+        self.config = config
+        self.show_progress = show_progress
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.output_dir = Path(config.output_dir)
+        self.is_main = self.accelerator.is_main_process
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        config = self.config
+        started = time.time()
+        self.loaded = load_training_data(config)  # validates everything before the model loads
+        self.model = build_model(config, self.loaded.attributes)
+        self.model.config.rating_scales = self.loaded.rating_scales
+        self.data: TokenizedData = tokenize(self.loaded, self.model.tokenizer, config.data.max_length,
+                                            self.show_progress and self.is_main)
+        self.lower = apply_trunk_mode(self.model, config.train.trunk, config.train.top_k, config.train.lora.model_dump())
+        self.features: list[torch.Tensor] | None = None
+        if config.train.trunk in ("top_k", "frozen"):
+            self.features = self._cache_features()
+        self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
+                                   self.accelerator.num_processes)
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        self.setup_seconds = time.time() - started
+
+    def _cache_features(self) -> list[torch.Tensor]:
+        config = self.config
+        model = self.model
+        sequences = self.data.all_sequences()
+        pad_id = model.tokenizer.pad_token_id
+        from smorm.data.collate import collate_sequences
+
+        autocast = config.train.precision == "bf16"
+        if config.train.trunk == "top_k":
+            assert self.lower is not None
+            lower = self.lower
+
+            def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
+                batch = collate_sequences(chunk, pad_id, padding_side="right")
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    hidden = lower(batch.input_ids, batch.attention_mask).float()
+                return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
+
+            part = f"top_k={config.train.top_k}"
+        else:
+
+            def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
+                batch = collate_sequences(chunk, pad_id, padding_side="right")
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    hidden = model.encode(batch.input_ids, batch.attention_mask)
+                return list(pool_last_token(hidden, batch.attention_mask).float())
+
+            part = "frozen"
+        weights_probe = next(model.backbone.parameters())
+        key = fingerprint(config.model.backbone, part, config.train.precision, config.model.dtype,
+                          weights_probe[:4], sequences_fingerprint(sequences))
+        folder = Path(config.train.cache_dir) if config.train.cache_dir else self.output_dir / "cache"
+        cache = FeatureCache(folder, key)
+        model.eval()
+        with self.accelerator.main_process_first():
+            features = cache.build(sequences, compute, config.train.cache_batch_size,
+                                   description=f"caching {part} features",
+                                   show_progress=self.show_progress and self.is_main)
+        self.cache_dir = cache.root
+        return features
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        config = self.config.train
+        head_params = [p for p in self.model.heads.parameters() if p.requires_grad]
+        head_ids = {id(p) for p in head_params}
+        trunk_params = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [{"params": head_params, "lr": config.head_lr or config.lr}]
+        if trunk_params:
+            groups.append({"params": trunk_params, "lr": config.lr})
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        from transformers import get_scheduler
+
+        name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[self.config.train.scheduler]
+        warmup = math.ceil(self.config.train.warmup_ratio * self.plan.total_steps)
+        return get_scheduler(name, self.optimizer, num_warmup_steps=warmup, num_training_steps=self.plan.total_steps)
+
+    # ------------------------------------------------------------------ train
+
+    def _inputs(self, seq_indices: list[int]) -> dict[str, torch.Tensor]:
+        trunk = self.config.train.trunk
+        if trunk == "frozen":
+            assert self.features is not None
+            return {"pooled": torch.stack([self.features[i] for i in seq_indices])}
+        if trunk == "top_k":
+            assert self.features is not None
+            hidden, mask = collate_hidden([self.features[i] for i in seq_indices])
+            return {"hidden_states": hidden, "attention_mask": mask}
+        from smorm.data.collate import collate_sequences
+
+        batch = collate_sequences([self._all_sequences[i] for i in seq_indices],
+                                  self.model_unwrapped.tokenizer.pad_token_id)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+
+    @property
+    def model_unwrapped(self) -> RewardModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    def micro_step(self, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward + losses for micro-batch ``micro`` of this process."""
+        indices = step_indices(self.plan, micro, self.config.train.seed, self.accelerator.process_index,
+                               self.data.chosen, self.data.rating_ids)
+        n_pairs, n_rated = len(indices.pairs), len(indices.ratings)
+        seq = ([i for i in indices.pairs] + [self.data.num_pairs + i for i in indices.pairs]
+               + [2 * self.data.num_pairs + j for j in indices.ratings])
+        inputs = self._inputs(seq)
+        needs_lm = any("lm" in s for s in self._loss_needs)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
+            output: RewardOutput = self.model(**inputs, return_hidden=needs_lm)
+        return compute_losses(self.config, self.model_unwrapped, output, self.data, indices.pairs,
+                              indices.ratings, n_pairs, n_rated, inputs)
+
+    def train(self) -> TrainResult:
+        config = self.config
+        accelerator = self.accelerator
+        from smorm.losses import get_loss
+
+        self._loss_needs = [get_loss(loss.name).needs for loss in config.losses]
+        self._all_sequences = self.data.all_sequences()
+        start_step = self._maybe_resume()
+        log_path = self.output_dir / "metrics.jsonl"
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            _truncate_log(log_path, start_step)
+        writer = _tensorboard(self.output_dir) if self.is_main else None
+        kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        metrics: dict[str, float] = {}
+        started = time.time()
+        bar = tqdm(total=self.plan.total_steps, initial=start_step, desc=f"training {config.method}",
+                   unit="step", disable=not (self.show_progress and self.is_main))
+        for step in range(start_step, self.plan.total_steps):
+            totals: dict[str, float] = {}
+            for accum in range(config.train.grad_accum):
+                micro = step * config.train.grad_accum + accum
+                sync = accum == config.train.grad_accum - 1
+                with _maybe_no_sync(accelerator, self.model, sync):
+                    loss, parts = self.micro_step(micro)
+                    accelerator.backward(loss / config.train.grad_accum)
+                for key, value in parts.items():
+                    totals[key] = totals.get(key, 0.0) + value / config.train.grad_accum
+            if config.train.max_grad_norm is not None:
+                grad_norm = accelerator.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], config.train.max_grad_norm)
+                totals["grad_norm"] = float(grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            metrics = {"step": step + 1, "epoch": round((step + 1) / self.plan.steps_per_epoch, 4),
+                       "lr": self.scheduler.get_last_lr()[-1], **totals}
+            if self.is_main and ((step + 1) % config.train.log_every == 0 or step + 1 == self.plan.total_steps):
+                with open(log_path, "a") as handle:
+                    handle.write(json.dumps(metrics) + "\n")
+                if writer is not None:
+                    for key, value in metrics.items():
+                        writer.add_scalar(key, value, step + 1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{totals.get('loss', float('nan')):.4f}")
+            if config.train.checkpoint_every and (step + 1) % config.train.checkpoint_every == 0:
+                self._checkpoint(step + 1)
+            if kill_after and step + 1 == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        bar.close()
+        train_seconds = time.time() - started
+        return self._finish(metrics, train_seconds)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model_unwrapped.named_parameters() if p.requires_grad}
+
+    def _config_hash(self) -> str:
+        return fingerprint(self.config.model_dump(exclude={"train": {"max_steps", "checkpoint_every"}}))
+
+    def _checkpoint(self, step: int) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            parts = {"trainable": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+            ckpt.write_checkpoint(self.output_dir / "checkpoints", step, parts,
+                                  {"config_hash": self._config_hash(), "total_steps": self.plan.total_steps},
+                                  keep=self.config.train.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _maybe_resume(self) -> int:
+        latest = ckpt.latest_checkpoint(self.output_dir / "checkpoints")
+        if latest is None:
+            return 0
+        parts, meta = ckpt.read_checkpoint(latest, ["trainable", "optimizer", "scheduler", "rng"])
+        if meta.get("config_hash") != self._config_hash():
+            raise RuntimeError(
+                f"{latest} was written by a run with a different config; use another output_dir "
+                "or delete the checkpoints folder to start over"
+            )
+        missing = self.model_unwrapped.load_state_dict(parts["trainable"], strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"{latest}: unexpected tensors {missing.unexpected_keys[:5]}")
+        self.optimizer.load_state_dict(parts["optimizer"])
+        self.scheduler.load_state_dict(parts["scheduler"])
+        torch.set_rng_state(parts["rng"]["torch"])
+        if self.is_main and self.show_progress:
+            print(f"resuming from {latest} (step {meta['step']} of {self.plan.total_steps})")
+        return int(meta["step"])
+
+    # ------------------------------------------------------------------ finish
+
+    def _finish(self, metrics: dict[str, float], train_seconds: float) -> TrainResult:
+        self.accelerator.wait_for_everyone()
+        model = self.model_unwrapped
+        model_dir = self.output_dir / "model"
+        summary: dict[str, Any] = {}
+        if self.is_main:
+            if self.config.train.trunk == "lora":
+                merge_lora(model)
+            model.save_pretrained(model_dir)
+            summary = {
+                "method": self.config.method,
+                "steps": self.plan.total_steps,
+                "steps_per_epoch": self.plan.steps_per_epoch,
+                "processes": self.accelerator.num_processes,
+                "pairs": self.data.num_pairs,
+                "rated_responses": self.data.num_ratings,
+                "attributes": self.data.attributes,
+                "sources": self.data.sources,
+                "truncated_sequences": self.data.truncated,
+                "trunk": self.config.train.trunk,
+                "setup_seconds": round(self.setup_seconds, 1),
+                "train_seconds": round(train_seconds, 1),
+                "data_reports": self.loaded.reports,
+                "final_metrics": metrics,
+                "config": self.config.model_dump(),
+            }
+            if self.config.train.trunk == "frozen" and "single" in model.heads and "multi" in model.heads:
+                summary["note"] = ("trunk=frozen: the two heads share no trainable weights, so SMORM's "
+                                   "joint training reduces to two separate linear probes")
+            ckpt.atomic_write_text(self.output_dir / "train_summary.json", json.dumps(summary, indent=2, default=str))
+            ckpt.atomic_write_text(self.output_dir / "config.json", self.config.model_dump_json(indent=2))
+        self.accelerator.wait_for_everyone()
+        return TrainResult(self.output_dir, model_dir, self.plan.total_steps, metrics, summary)
+
+
+def train(config: RunConfig, show_progress: bool = True) -> TrainResult:
+    trainer = Trainer(config, show_progress=show_progress)
+    trainer.setup()
+    return trainer.train()
+
+
+def _maybe_no_sync(accelerator: Any, model: Any, sync: bool) -> Any:
+    import contextlib
+
+    return contextlib.nullcontext() if sync else accelerator.no_sync(model)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step so a resumed run's log reads as one run."""
+    if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _tensorboard(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(folder / "tensorboard"))
