@@ -18,8 +18,12 @@ from smorm.train.config import TrainConfig
 
 @dataclass
 class StepIndices:
+    """This process's records for one micro-step, and the global batch sizes they are shards of."""
+
     pairs: list[int]
     ratings: list[int]
+    global_pairs: int = 0
+    global_ratings: int = 0
 
 
 @dataclass
@@ -80,12 +84,14 @@ def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
     """Record indices for micro-batch ``micro`` on process ``rank`` (a strided shard of the global batch)."""
     pair_idx: list[int] = []
     rating_idx: list[int] = []
+    global_pairs = global_ratings = 0
     if plan.num_pairs:
         if not plan.pair_lengths:
             plan.pair_lengths = [len(x) for x in chosen]
         epoch, position = divmod(micro, plan.micro_per_epoch)
         batches = _epoch_batches(tuple(plan.pair_lengths), plan.pair_batch_size, seed * 1000 + epoch)
         pair_idx = batches[position][rank :: plan.world_size]
+        global_pairs = len(batches[position])
     if plan.num_ratings:
         if not plan.rating_lengths:
             plan.rating_lengths = [len(x) for x in ratings]
@@ -93,7 +99,8 @@ def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
         cycle, position = divmod(micro, per_cycle)
         batches = _epoch_batches(tuple(plan.rating_lengths), plan.rating_batch_size, seed * 1000 + 500 + cycle)
         rating_idx = batches[position][rank :: plan.world_size]
-    return StepIndices(pair_idx, rating_idx)
+        global_ratings = len(batches[position])
+    return StepIndices(pair_idx, rating_idx, global_pairs, global_ratings)
 
 
 def collate_hidden(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

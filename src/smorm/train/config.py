@@ -26,6 +26,7 @@ class DataSource(Strict):
     name: str | None = Field(None, description="source name (default: from the path)")
     limit: int | None = Field(None, ge=1, description="use the first N valid records")
     options: dict[str, Any] = Field(default_factory=dict, description="adapter options (scales, renames, views)")
+    on_error: Literal["error", "skip"] | None = Field(None, description="per-source override of data.on_error")
 
 
 class HeadConfig(Strict):
@@ -124,7 +125,10 @@ class RunConfig(Strict):
         if not losses:
             raise ValueError("at least one loss is needed")
         for loss in losses:
-            get_loss(loss.name)  # raises with near names
+            try:
+                get_loss(loss.name)
+            except KeyError as error:  # pydantic reports ValueErrors, not KeyErrors
+                raise ValueError(error.args[0]) from None
             validate_options(loss.name, loss.options)
         return losses
 

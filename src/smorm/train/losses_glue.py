@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from smorm.train.batches import StepIndices
 from smorm.train.config import RunConfig
 from smorm.train.prepare import TokenizedData
 from smorm.types import RewardOutput
@@ -51,10 +52,20 @@ def response_logps(model: Any, hidden: torch.Tensor, input_ids: torch.Tensor, at
 
 
 def compute_losses(config: RunConfig, model: Any, output: RewardOutput, data: TokenizedData,
-                   pair_idx: list[int], rating_idx: list[int], n_pairs: int, n_rated: int,
-                   inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+                   indices: StepIndices, inputs: dict[str, torch.Tensor], world_size: int = 1
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the configured losses on this process's shard of the step's batch.
+
+    Each loss is a mean over its shard; it is rescaled by ``shard size x world size / global
+    batch size`` so that DDP's average over processes equals the mean over the global batch even
+    when the last batch of an epoch splits unevenly (the factor is 1 on one process).
+    """
     from smorm.losses import LossInputs, get_loss
 
+    pair_idx, rating_idx = indices.pairs, indices.ratings
+    n_pairs, n_rated = len(pair_idx), len(rating_idx)
+    pair_share = n_pairs * world_size / indices.global_pairs if indices.global_pairs else 0.0
+    rating_share = n_rated * world_size / indices.global_ratings if indices.global_ratings else 0.0
     b = n_pairs
     device = output.pooled.device
     # A zero-weighted term on every head keeps each head in the graph even when a step has no
@@ -117,7 +128,8 @@ def compute_losses(config: RunConfig, model: Any, output: RewardOutput, data: To
             kwargs.update(chosen_logps=logps[:b], rejected_logps=logps[b:],
                           chosen_response_tokens=counts[:b].float())
         result = definition.fn(LossInputs(**kwargs), **spec.options)
-        total = total + spec.weight * result.loss
+        share = pair_share if "pairs" in needs else rating_share
+        total = total + spec.weight * share * result.loss
         metrics[f"{spec.name}/loss"] = float(result.loss.detach())
         for key, value in result.metrics.items():
             metrics[f"{spec.name}/{key}"] = float(value)

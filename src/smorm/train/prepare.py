@@ -56,7 +56,7 @@ def _spec(source: DataSource) -> Any:
     from smorm.data import DataSpec
 
     return DataSpec(path=source.path, format=source.format, name=source.name, limit=source.limit,
-                    options=dict(source.options))
+                    options=dict(source.options), on_error=source.on_error)
 
 
 def _report_dict(report: Any) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def tokenize(data: LoadedData, tokenizer: Any, max_length: int, show_progress: b
 
 
 def _prompt_length(encoded: Any) -> int:
-    for name in ("prompt_length", "prompt_tokens", "num_prompt_tokens"):
+    for name in ("response_start", "prompt_length"):
         if hasattr(encoded, name):
             return int(getattr(encoded, name))
     return 0

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,9 @@ class Trainer:
                                    self.accelerator.num_processes)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        # The scheduler is not prepared: accelerate would step it once per process per step, which
+        # is right for its sharded dataloaders but not for our global-batch schedule.
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.setup_seconds = time.time() - started
 
     def _cache_features(self) -> list[torch.Tensor]:
@@ -185,8 +188,8 @@ class Trainer:
         needs_lm = any("lm" in s for s in self._loss_needs)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
             output: RewardOutput = self.model(**inputs, return_hidden=needs_lm)
-        return compute_losses(self.config, self.model_unwrapped, output, self.data, indices.pairs,
-                              indices.ratings, n_pairs, n_rated, inputs)
+        return compute_losses(self.config, self.model_unwrapped, output, self.data, indices, inputs,
+                              self.accelerator.num_processes)
 
     def train(self) -> TrainResult:
         config = self.config
@@ -278,8 +281,8 @@ class Trainer:
         self.optimizer.load_state_dict(parts["optimizer"])
         self.scheduler.load_state_dict(parts["scheduler"])
         torch.set_rng_state(parts["rng"]["torch"])
-        if self.is_main and self.show_progress:
-            print(f"resuming from {latest} (step {meta['step']} of {self.plan.total_steps})")
+        if self.is_main:
+            print(f"resuming from {latest} (step {meta['step']} of {self.plan.total_steps})", file=sys.stderr)
         return int(meta["step"])
 
     # ------------------------------------------------------------------ finish

@@ -1,0 +1,310 @@
+"""Load a DataSpec into validated records: pick the adapter, apply the error policy, rescale ratings.
+
+Everything is checked here, while loading and before any training: a record that would fail later
+fails now, with ``path:line: field 'x': problem``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from smorm.data.adapters.base import COMMON_OPTIONS, Adapter, Context
+from smorm.data.errors import DataError, DropRecord, FieldError
+from smorm.data.messages import messages, require_text, to_number
+from smorm.data.readers import read_records
+from smorm.data.spec import ON_ERROR_POLICIES, DataSpec, LoadReport, PromptRecord, as_spec
+from smorm.registry import DATA_ADAPTERS
+from smorm.types import Message, PreferencePair, RankedResponses, RatedResponse, RMBenchItem
+
+T = TypeVar("T")
+LOADERS = {
+    "pairs": "load_pairs",
+    "ratings": "load_ratings",
+    "ranked": "load_ranked",
+    "rmbench": "load_rmbench",
+    "prompts": "load_prompts",
+}
+
+
+def load_pairs(spec: DataSpec | str, on_error: str = "error") -> tuple[list[PreferencePair], LoadReport]:
+    """Preference pairs (D_S) from any pairs format; see :class:`DataSpec` for the options."""
+    return _load(as_spec(spec), "pairs", on_error)
+
+
+def load_ratings(spec: DataSpec | str, on_error: str = "error") -> tuple[list[RatedResponse], LoadReport]:
+    """Rated responses (D_M) with every rating rescaled to [0, 1] (ArmoRM, paper 004 App. A).
+
+    The raw scale of an attribute is, in order: ``options.scales`` of the spec, the source's known
+    scale (HelpSteer 0–4, Prometheus 1–5, Auto-J 1–10 …), or the min/max observed in the loaded
+    records (recorded in the report). A rating outside a declared scale is an error.
+    """
+    return _load(as_spec(spec), "ratings", on_error)
+
+
+def load_ranked(spec: DataSpec | str, on_error: str = "error") -> tuple[list[RankedResponses], LoadReport]:
+    """Several responses per prompt with reference scores (Stack Exchange, generic ``ranked``)."""
+    return _load(as_spec(spec), "ranked", on_error)
+
+
+def load_rmbench(spec: DataSpec | str, on_error: str = "error") -> tuple[list[RMBenchItem], LoadReport]:
+    """RM-Bench items (three styles of chosen and rejected responses per prompt)."""
+    return _load(as_spec(spec), "rmbench", on_error)
+
+
+def load_prompt_records(
+    spec: DataSpec | str, on_error: str = "error"
+) -> tuple[list[PromptRecord], LoadReport]:
+    """Prompts for generation, with category when the source has one.
+
+    Prompt formats (``mt-bench``, ``prompts``) give them directly; any other format gives the distinct
+    prompts of its records, in file order (category = subset or domain).
+    """
+    spec = as_spec(spec)
+    adapter = resolve_adapter(spec)
+    if adapter.prompts is not None:
+        return _load(spec, "prompts", on_error, adapter)
+    kind = adapter.kinds()[0]
+    whole = DataSpec(
+        path=spec.path, format=adapter.name, name=spec.name, options=spec.options, on_error=spec.on_error
+    )
+    records, report = _load(whole, kind, on_error, adapter)
+    prompts: list[PromptRecord] = []
+    seen: set[str] = set()
+    for record in records:
+        key = json.dumps(record.prompt, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        category = getattr(record, "subset", None) or getattr(record, "domain", None) or None
+        prompts.append(PromptRecord(record.prompt, category, record.source, record.origin))
+        if spec.limit is not None and len(prompts) >= spec.limit:
+            break
+    report.kept = len(prompts)
+    report.notes.append(f"prompts taken from the {kind} of format {adapter.name!r}, duplicates removed")
+    return prompts, report
+
+
+def load_prompts(spec: DataSpec | str) -> list[list[Message]]:
+    """Prompts for generation as chat message lists (MT-Bench: the first turn of each question)."""
+    return [record.prompt for record in load_prompt_records(spec)[0]]
+
+
+def resolve_adapter(spec: DataSpec) -> Adapter:
+    """The spec's adapter, detecting it from the path and first record when ``format`` is ``auto``."""
+    if spec.format != "auto":
+        try:
+            return DATA_ADAPTERS.get(spec.format)
+        except KeyError as exc:
+            raise DataError(f"{spec.path}: {exc.args[0]}") from None
+    return detect_format(spec.path, spec.options.get("hf"))
+
+
+def detect_format(path: str, hf_options: dict[str, Any] | None = None) -> Adapter:
+    """The highest-priority adapter whose detector accepts the first parseable record."""
+    first = None
+    for raw in read_records(path, hf_options):
+        if raw.error is None:
+            first = raw
+            break
+    if first is None:
+        raise DataError(f"{path}: no readable record to detect the format from")
+    adapters: list[Adapter] = sorted((e.obj for e in DATA_ADAPTERS.entries()), key=lambda a: -a.priority)
+    for adapter in adapters:
+        if adapter.detect is not None and adapter.detect(first.path, first.fields):
+            return adapter
+    known = "; ".join(f"{a.name} ({a.fields})" for a in adapters if a.fields)
+    fields = ", ".join(sorted(first.fields)[:20])
+    raise DataError(
+        f"{first.origin}: cannot detect the data format from fields [{fields}]; set format to one of: {known}"
+    )
+
+
+def _check_options(spec: DataSpec, adapter: Adapter) -> None:
+    allowed = {**COMMON_OPTIONS, **adapter.options}
+    unknown = sorted(set(spec.options) - set(allowed))
+    if unknown:
+        raise DataError(
+            f"{spec.path}: unknown option(s) {unknown} for format {adapter.name!r} (known: {', '.join(sorted(allowed))})"
+        )
+
+
+def _load(
+    spec: DataSpec, kind: str, on_error: str, adapter: Adapter | None = None
+) -> tuple[list[Any], LoadReport]:
+    policy = spec.on_error or on_error
+    if policy not in ON_ERROR_POLICIES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_POLICIES}, got {policy!r}")
+    adapter = adapter or resolve_adapter(spec)
+    convert: Callable[[dict[str, Any], Context], list[Any]] | None = getattr(adapter, kind)
+    if convert is None:
+        hints = ", ".join(f"{k} ({LOADERS[k]})" for k in adapter.kinds())
+        raise DataError(
+            f"{spec.path}: format {adapter.name!r} gives {hints}, not {kind}; use {LOADERS[kind]} for a {kind} format"
+        )
+    _check_options(spec, adapter)
+    report = LoadReport(source=spec.source, path=spec.path, format=adapter.name)
+    if spec.format == "auto":
+        report.notes.append(f"format detected: {adapter.name}")
+    ctx = Context(source=spec.source, options=spec.options)
+    scales = RatingScales(
+        adapter.scales, spec.options.get("scales"), spec.options.get("rename"), spec.options.get("attributes")
+    )
+    kept: list[Any] = []
+    records = read_records(spec.path, spec.options.get("hf"))
+    try:
+        for raw in records:
+            if spec.limit is not None and len(kept) >= spec.limit:
+                break
+            report.read += 1
+            if raw.error is not None:
+                _fail(
+                    DataError(f"{raw.origin}: {raw.error}", origin=raw.origin, kind="malformed record"),
+                    policy,
+                    report,
+                )
+                continue
+            ctx.path, ctx.text_table = raw.path, raw.text_table
+            try:
+                produced = convert(raw.fields, ctx)
+                for record in produced:
+                    _finish(record, kind, raw.origin, ctx.source, scales)
+            except DropRecord as drop:
+                report.count_skip(drop.reason)
+                continue
+            except FieldError as exc:
+                error = DataError(f"{raw.origin}: {exc}", origin=raw.origin, field=exc.field, kind=exc.kind)
+                _fail(error, policy, report)
+                continue
+            kept.extend(produced)
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+    if spec.limit is not None:
+        kept = kept[: spec.limit]
+    if kind == "ratings":
+        kept = scales.rescale(kept, spec.path, report)
+    report.kept = len(kept)
+    report.notes.extend(f"{fact}: {n}" for fact, n in sorted(ctx.counts.items()))
+    return kept, report
+
+
+def _fail(error: DataError, policy: str, report: LoadReport) -> None:
+    if policy == "error":
+        raise error
+    report.count_skip(f"{error.kind} ({error.field})" if error.field else error.kind)
+
+
+def _finish(record: Any, kind: str, origin: str, source: str, scales: RatingScales) -> None:
+    """Check what every record of a kind must satisfy (whatever the adapter), and stamp origin and source."""
+    record.origin = origin
+    if hasattr(record, "source") and not record.source:
+        record.source = source
+    messages(record.prompt, "prompt")
+    if kind == "pairs":
+        require_text(record.chosen, "chosen")
+        require_text(record.rejected, "rejected")
+        if record.chosen == record.rejected:
+            # Not malformed, but it carries no preference: dropped and counted, under either policy.
+            raise DropRecord("identical chosen and rejected")
+        record.margin = to_number(record.margin, "margin")
+    elif kind == "ratings":
+        require_text(record.response, "response")
+        record.ratings = scales.select(record.ratings)
+    elif kind == "ranked":
+        for i, text in enumerate(record.responses):
+            require_text(text, f"responses[{i}]")
+    elif kind == "rmbench":
+        if len(record.chosen) != 3 or len(record.rejected) != 3:
+            raise FieldError(
+                "chosen", "RM-Bench items need 3 chosen and 3 rejected responses", kind="bad responses"
+            )
+
+
+class RatingScales:
+    """Which raw scale each attribute has, and the mapping of ratings onto [0, 1].
+
+    Args:
+        known: the adapter's scales by attribute name in the file.
+        given: ``options.scales`` (by file name or renamed name), which win over ``known``.
+        rename: ``options.rename`` ``{old: new}``.
+        attributes: ``options.attributes``: keep only these (file names).
+    """
+
+    def __init__(
+        self,
+        known: dict[str, tuple[float, float]],
+        given: dict[str, Any] | None,
+        rename: dict[str, str] | None,
+        attributes: list[str] | None,
+    ) -> None:
+        self.known = dict(known)
+        self.given = {name: _scale(name, value) for name, value in (given or {}).items()}
+        self.rename = dict(rename or {})
+        self.attributes = set(attributes) if attributes else None
+
+    def declared(self, name: str, final: str) -> tuple[float, float] | None:
+        return self.given.get(final) or self.given.get(name) or self.known.get(name)
+
+    def select(self, ratings: dict[str, float]) -> dict[str, float]:
+        """Filter, rename, and check each rating against its declared scale (still raw values)."""
+        out: dict[str, float] = {}
+        for name, value in ratings.items():
+            if self.attributes is not None and name not in self.attributes:
+                continue
+            final = self.rename.get(name, name)
+            if final in out:
+                raise FieldError(
+                    name, f"renamed to {final!r}, which is already an attribute", kind="rename collision"
+                )
+            number = to_number(value, name)
+            if number is None:
+                continue  # missing stays missing
+            scale = self.declared(name, final)
+            if scale is not None and not scale[0] <= number <= scale[1]:
+                raise FieldError(
+                    name, f"{number:g} outside the scale [{scale[0]:g}, {scale[1]:g}]", kind="out of scale"
+                )
+            out[final] = number
+        if not out:
+            raise FieldError("ratings", "no ratings in this record", kind="no ratings")
+        return out
+
+    def rescale(self, records: list[RatedResponse], path: str, report: LoadReport) -> list[RatedResponse]:
+        """Map every rating to [0, 1]: ``(r - lo) / (hi - lo)``; undeclared scales are observed min/max."""
+        inverse = {new: old for old, new in self.rename.items()}
+        names = sorted({name for record in records for name in record.ratings})
+        for final in names:
+            scale = self.declared(inverse.get(final, final), final)
+            if scale is None:
+                values = [r.ratings[final] for r in records if final in r.ratings]
+                scale = (min(values), max(values))
+                if scale[0] == scale[1]:
+                    raise DataError(
+                        f"{path}: attribute {final!r} has a single observed value {scale[0]:g}; "
+                        "give its scale with options.scales: {" + repr(final) + ": [lo, hi]}"
+                    )
+                report.notes.append(
+                    f"scale of {final!r} observed in the loaded records: [{scale[0]:g}, {scale[1]:g}]"
+                )
+            report.scales[final] = scale
+        for record in records:
+            record.ratings = {
+                k: (v - report.scales[k][0]) / (report.scales[k][1] - report.scales[k][0])
+                for k, v in record.ratings.items()
+            }
+        return records
+
+
+def _scale(name: str, value: Any) -> tuple[float, float]:
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+    if not ok or not all(math.isfinite(v) for v in value) or not value[0] < value[1]:
+        raise DataError(f"options.scales[{name!r}]: expected [lo, hi] with lo < hi, got {value!r}")
+    return float(value[0]), float(value[1])

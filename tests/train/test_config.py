@@ -1,0 +1,65 @@
+"""Configs: every shipped file loads and validates (with its data); overrides; clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smorm.train.config import RunConfig, load_config, set_dotted
+from smorm.train.prepare import load_training_data
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+def test_there_are_configs_in_every_subfolder_scanned():
+    assert {p.stem for p in CONFIGS} >= {"smorm", "sorm", "morm", "demo"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_shipped_config_loads_and_its_data_validates(path, shared_data):
+    config = load_config(path)
+    for source in config.data.pairs + config.data.ratings:
+        assert Path(source.path).exists(), source.path
+    for bench in config.eval.benches:
+        assert Path(bench.path).exists(), bench.path
+    loaded = load_training_data(config)
+    needs_pairs = any(loss.name != "regression" for loss in config.losses)
+    assert (len(loaded.pairs) > 0) == needs_pairs or config.data.pairs
+    if config.data.ratings:
+        assert loaded.attributes and len(loaded.ratings) > 0
+
+
+def test_overrides_use_dotted_paths_and_yaml_values(tmp_path):
+    config = load_config(REPO / "configs" / "smorm.yaml",
+                         ["train.lr=1e-4", "data.pairs.0.limit=7", "train.precision=fp32", "model.mode=L"])
+    assert config.train.lr == 1e-4 and config.data.pairs[0].limit == 7
+    assert config.train.precision == "fp32" and config.model.mode == "L"
+    tree: dict = {"a": [{"b": 1}]}
+    set_dotted(tree, "a.0.b", 2)
+    set_dotted(tree, "c.d", 3)
+    assert tree == {"a": [{"b": 2}], "c": {"d": 3}}
+
+
+def test_unknown_loss_names_suggest_near_names():
+    with pytest.raises(ValueError, match="did you mean 'bt'"):
+        RunConfig.model_validate({"data": {"pairs": [{"path": "x"}]}, "losses": [{"name": "btt"}]})
+
+
+def test_unknown_fields_and_bad_values_are_rejected():
+    with pytest.raises(ValueError, match="lrr"):
+        RunConfig.model_validate({"train": {"lrr": 1}})
+    with pytest.raises(ValueError, match="trunk"):
+        RunConfig.model_validate({"train": {"trunk": "half"}})
+
+
+def test_losses_must_have_their_data():
+    with pytest.raises(ValueError, match="data.ratings is empty"):
+        RunConfig.model_validate({"data": {"pairs": [{"path": "x"}]},
+                                  "losses": [{"name": "bt"}, {"name": "regression"}]})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
