@@ -123,16 +123,19 @@ def eval(  # noqa: A001 - the command is called eval
     run: Annotated[Path, typer.Argument(help="run folder, smorm model folder")],
     bench: Annotated[list[str], typer.Option("--bench", help="KIND:PATH[:LIMIT], e.g. rm-bench:data/rm-bench")],
     out: Annotated[Optional[Path], typer.Option(help="report folder (default: RUN)")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="score a seeded random N items of each benchmark")] = None,
     batch_size: Annotated[int, typer.Option()] = 16,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast")] = False,
 ) -> None:
-    """Evaluate every head on benchmarks; writes report.json and report.md."""
+    """Evaluate every head on benchmarks; writes report.json, report.md and plots."""
     from smorm.eval.runner import evaluate_run, parse_bench
 
     try:
         benches = [parse_bench(spec) for spec in bench]
     except ValueError as error:
         _fail(str(error))
+    for spec in benches:
+        spec.sample = sample
     report = evaluate_run(run, benches, out_dir=out or run, batch_size=batch_size, bf16=bf16)
     typer.echo(report.table)
     typer.echo(f"report: {report.markdown_path}")

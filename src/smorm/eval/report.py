@@ -48,7 +48,8 @@ def detail_markdown(report: dict[str, Any]) -> str:
     parts = []
     for label, entry in report["benchmarks"].items():
         parts.append(f"### {label}\n\n`{entry['path']}` — {entry['items']} items"
-                     + (f" (first {entry['limit']})" if entry.get("limit") else ""))
+                     + (f" (first {entry['limit']})" if entry.get("limit") else "")
+                     + (f" (seeded random sample of {entry['sample']})" if entry.get("sample") else ""))
         parts.append(f"hidden-state norm mean {entry['hidden_state_norm_mean']:.2f}, variance "
                      f"{entry['hidden_state_norm_variance']:.2f}; effective rank {entry['effective_rank']:.1f}")
         for mode, result in entry["modes"].items():
@@ -106,15 +107,18 @@ def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> 
     report["plots"] = [str(p.relative_to(out_dir)) for p in plots]
     header, rows = accuracy_rows(report)
     table = text_table(header, rows)
-    markdown = "\n\n".join(filter(None, [
-        "# smorm evaluation report", preamble,
-        "## Scores (percent, 95% bootstrap CI)\n\n" + markdown_table(header, rows)
-        + "\n\nF = single-objective (BT) head, L = mean of the attribute head, M = mean of F and L. "
-        "RewardBench: official section weighting over the subsets present; RM-Bench: mean of hard/normal/easy "
-        "over the domains present.",
+    legend = ("F = single-objective (BT) head, L = mean of the attribute head, M = mean of F and L. "
+              "RewardBench: official section weighting over the subsets present; RM-Bench: mean of "
+              "hard/normal/easy over the domains present.")
+    plot_lines = "\n".join(f"![{p.name}]({p.relative_to(out_dir)})" for p in plots)
+    sections = [
+        "# smorm evaluation report",
+        preamble,
+        "## Scores (percent, 95% bootstrap CI)\n\n" + markdown_table(header, rows) + "\n\n" + legend,
         "## Details\n\n" + detail_markdown(report),
-        "## Plots\n\n" + "\n".join(f"![{p.name}]({p.relative_to(out_dir)})" for p in plots) if plots else "",
-    ])
+        ("## Plots\n\n" + plot_lines) if plots else "",
+    ]
+    markdown = "\n\n".join(part for part in sections if part)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     atomic_write_text(json_path, json.dumps(report, indent=2, default=float))
     atomic_write_text(md_path, markdown + "\n")

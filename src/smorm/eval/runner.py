@@ -23,10 +23,14 @@ BENCH_KINDS = ("reward-bench", "rm-bench", "pairs", "ranked")
 
 @dataclass
 class BenchSpec:
+    """A benchmark to run: ``limit`` takes the first N items, ``sample`` a seeded random N."""
+
     kind: str
     path: str
     limit: int | None = None
     name: str | None = None
+    sample: int | None = None
+    seed: int = 0
 
     @property
     def label(self) -> str:
@@ -74,6 +78,17 @@ class SequenceTable:
         return self._index[key]
 
 
+def _subsample(records: list[Any], spec: BenchSpec) -> list[Any]:
+    """A seeded random ``spec.sample`` of the records, in file order (so every subset is represented
+    in proportion, unlike the first N of a file sorted by subset)."""
+    if spec.sample is None or spec.sample >= len(records):
+        return records
+    import random
+
+    keep = sorted(random.Random(spec.seed).sample(range(len(records)), spec.sample))
+    return [records[i] for i in keep]
+
+
 def load_bench(spec: BenchSpec, table: SequenceTable) -> BenchItems:
     from smorm.data import DataSpec, load_pairs, load_ranked, load_rmbench
 
@@ -82,17 +97,17 @@ def load_bench(spec: BenchSpec, table: SequenceTable) -> BenchItems:
     rows: list[dict[str, Any]] = []
     if spec.kind in ("reward-bench", "pairs"):
         pairs, _ = load_pairs(data_spec)
-        for pair in pairs:
+        for pair in _subsample(pairs, spec):
             rows.append({"subset": pair.subset, "chosen": table.add(pair.prompt, pair.chosen),
                          "rejected": table.add(pair.prompt, pair.rejected), "origin": pair.origin})
     elif spec.kind == "rm-bench":
         items, _ = load_rmbench(data_spec)
-        for item in items:
+        for item in _subsample(items, spec):
             rows.append({"domain": item.domain, "chosen": [table.add(item.prompt, r) for r in item.chosen],
                          "rejected": [table.add(item.prompt, r) for r in item.rejected], "origin": item.origin})
     elif spec.kind == "ranked":
         ranked, _ = load_ranked(data_spec)
-        for group in ranked:
+        for group in _subsample(ranked, spec):
             row: dict[str, Any] = {"responses": [table.add(group.prompt, r) for r in group.responses],
                                    "origin": group.origin}
             if group.scores is not None:
@@ -158,7 +173,7 @@ def evaluate_model(model: Any, specs: list[BenchSpec], batch_size: int = 16, bf1
     for items in loaded:
         scorer = _benchmark(items.spec.kind)
         entry: dict[str, Any] = {"kind": items.spec.kind, "path": items.spec.path, "items": len(items.rows),
-                                 "limit": items.spec.limit, "modes": {}}
+                                 "limit": items.spec.limit, "sample": items.spec.sample, "modes": {}}
         used = sorted({i for row in items.rows for i in _indices(row)})
         norms_mean, norms_var = hidden_state_norms(pooled[used])
         entry["hidden_state_norm_mean"], entry["hidden_state_norm_variance"] = norms_mean, norms_var

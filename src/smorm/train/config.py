@@ -95,7 +95,9 @@ class TrainConfig(Strict):
 class BenchConfig(Strict):
     kind: str = Field(description="benchmark name: reward-bench | rm-bench | pairs | ranked")
     path: str
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, description="use the first N items")
+    sample: int | None = Field(None, ge=1, description="use a seeded random N items (all subsets represented)")
+    seed: int = 0
     name: str | None = None
 
 
