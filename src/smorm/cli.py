@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ def _fail(message: str) -> None:
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML run config (see configs/)")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. train.lr=1e-5")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-5")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train a reward model as CONFIG says; resumes from the run folder's latest checkpoint."""
@@ -41,7 +41,7 @@ def train(
 @app.command()
 def validate(
     config: Annotated[Path, typer.Argument(help="YAML run config")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides")] = None,
     data: Annotated[bool, typer.Option(help="also read and validate every data file")] = True,
 ) -> None:
     """Check a config (and its data) without loading a model."""
@@ -60,6 +60,9 @@ def validate(
                            f"{report.get('kept', '?')} records, {skipped} skipped")
             typer.echo(f"  {len(loaded.pairs)} pairs, {len(loaded.ratings)} rated responses, "
                        f"attributes: {', '.join(loaded.attributes) or '-'}")
+            for bench in run_config.eval.benches:
+                if not Path(bench.path).exists():
+                    raise FileNotFoundError(f"eval.benches: {bench.kind} file not found: {bench.path}")
     except Exception as error:  # noqa: BLE001
         _fail(str(error))
 
@@ -68,8 +71,8 @@ def validate(
 def score(
     run: Annotated[Path, typer.Argument(help="run folder (or its model/ folder)")],
     input: Annotated[Path, typer.Argument(help="jsonl with prompt (text or messages) and response")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of stdout")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="F, L or M (default: the model's)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+    mode: Annotated[str | None, typer.Option(help="F, L or M (default: the model's)")] = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 16,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast")] = False,
 ) -> None:
@@ -122,8 +125,8 @@ def list_registered() -> None:
 def eval(  # noqa: A001 - the command is called eval
     run: Annotated[Path, typer.Argument(help="run folder, smorm model folder")],
     bench: Annotated[list[str], typer.Option("--bench", help="KIND:PATH[:LIMIT], e.g. rm-bench:data/rm-bench")],
-    out: Annotated[Optional[Path], typer.Option(help="report folder (default: RUN)")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="score a seeded random N items of each benchmark")] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder (default: RUN)")] = None,
+    sample: Annotated[int | None, typer.Option(help="score a seeded random N items of each benchmark")] = None,
     batch_size: Annotated[int, typer.Option()] = 16,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast")] = False,
 ) -> None:
@@ -144,7 +147,7 @@ def eval(  # noqa: A001 - the command is called eval
 @app.command()
 def demo(
     config: Annotated[Path, typer.Option(help="demo config")] = Path("configs/demo.yaml"),
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides")] = None,
 ) -> None:
     """Train SMORM on the shared data with the embedded backbone, evaluate F/L/M, print a report."""
     from smorm.demo import run_demo

@@ -18,7 +18,7 @@ def describe_setup(config: RunConfig, summary: dict, seconds: dict[str, float]) 
         f"- method: **{config.method}**; backbone `{config.model.backbone}` (dtype {config.model.dtype}); "
         f"trunk mode `{config.train.trunk}`" + (f" (top {config.train.top_k} layers trained, lower layers "
                                                   "cached once)" if config.train.trunk == "top_k" else ""),
-        f"- losses: " + ", ".join(f"{l.name} ×{l.weight}" for l in config.losses),
+        "- losses: " + ", ".join(f"{loss.name} ×{loss.weight}" for loss in config.losses),
         f"- D_S: {summary.get('pairs')} pairs from {', '.join(summary.get('sources') or [])}; "
         f"D_M: {summary.get('rated_responses')} rated responses, attributes {', '.join(summary.get('attributes') or [])}",
         f"- max length {config.data.max_length} tokens ({summary.get('truncated_sequences')} training sequences "
@@ -26,7 +26,7 @@ def describe_setup(config: RunConfig, summary: dict, seconds: dict[str, float]) 
         f"- {summary.get('steps')} optimizer steps, pair batch {config.train.pair_batch_size}, rating batch "
         f"{config.train.rating_batch_size}, lr {config.train.lr} (heads {config.train.head_lr or config.train.lr}), "
         f"{config.train.scheduler} schedule, warmup {config.train.warmup_ratio}, precision {config.train.precision}",
-        f"- final training metrics: " + ", ".join(
+        "- final training metrics: " + ", ".join(
             f"{k} {v:.4f}" for k, v in (summary.get("final_metrics") or {}).items()
             if isinstance(v, float) and ("loss" in k or "accuracy" in k)),
         "- wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()),

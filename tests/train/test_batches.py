@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import torch
+
 from smorm.train.batches import StepPlan, collate_hidden, step_indices
 from smorm.train.config import TrainConfig
-
-import torch
 
 
 def test_epoch_over_pairs_and_ratings_cycle():

@@ -51,3 +51,50 @@ def test_trunk_modes_train_what_they_say(tiny_llama_dir, tmp_path):
     assert [s.stat().st_mtime_ns for s in shards] == mtimes
     for a, b in zip(trainer.features, again.features):
         assert torch.equal(a, b)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_llama_dir, tmp_path):
+    """2 micro-batches of 2 pairs, accumulated, give the same gradient as 1 batch of 4 (same records).
+
+    Gradients are compared, not weights: Adam's first step is lr * sign(g), which would hide errors.
+    """
+    import copy
+
+    base = tiny_config(tmp_path / "a", tiny_llama_dir, trunk="frozen", steps=1)
+    base["losses"] = [{"name": "bt"}]
+    base["data"].pop("ratings")
+    base["model"]["heads"] = {"single": {"kind": "linear"}}
+    base["train"].update(max_grad_norm=None)
+    big = copy.deepcopy(base)
+    big["train"].update(pair_batch_size=4, grad_accum=1)
+    small = copy.deepcopy(base)
+    small["output_dir"] = str(tmp_path / "b" / "run")
+    small["train"].update(pair_batch_size=2, grad_accum=2)
+    weights = []
+    for raw in (big, small):
+        trainer = Trainer(RunConfig.model_validate(raw), show_progress=False)
+        trainer.setup()
+        # make both runs see the same four pairs: 0-3 in one batch vs {0,1} then {2,3}
+        from smorm.train import batches
+
+        def fixed(lengths, batch_size, seed):
+            return [list(range(i, i + batch_size)) for i in range(0, len(lengths), batch_size)]
+
+        original = batches.grouped_batches
+        batches.grouped_batches = fixed
+        head = trainer.model_unwrapped.heads["single"].proj.weight
+        step = trainer.optimizer.step
+
+        def recording_step(*args, head=head, step=step, **kwargs):
+            weights.append(head.grad.detach().clone())
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = recording_step
+        batches._epoch_batches.cache_clear()
+        try:
+            trainer.train()
+        finally:
+            batches.grouped_batches = original
+            batches._epoch_batches.cache_clear()
+    assert len(weights) == 2 and weights[0].abs().sum() > 0
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)

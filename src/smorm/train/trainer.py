@@ -181,7 +181,6 @@ class Trainer:
         """Forward + losses for micro-batch ``micro`` of this process."""
         indices = step_indices(self.plan, micro, self.config.train.seed, self.accelerator.process_index,
                                self.data.chosen, self.data.rating_ids)
-        n_pairs, n_rated = len(indices.pairs), len(indices.ratings)
         seq = ([i for i in indices.pairs] + [self.data.num_pairs + i for i in indices.pairs]
                + [2 * self.data.num_pairs + j for j in indices.ratings])
         inputs = self._inputs(seq)
