@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 METHODS: dict[str, str] = {
+    # name: one line; the config is configs/<name>.yaml or configs/methods/<name>.yaml
     "smorm": "bt on D_S + regression on D_M, one backbone, two heads (000 Eq. 5); score in mode F, L or M",
-    "sorm": "single-objective BT reward model (bt only)",
-    "morm": "multi-objective regression only (regression on D_M)",
+    "sorm": "single-objective BT reward model, bt only (000 Sec. 5.1 'Baseline (Single)')",
+    "morm": "multi-objective regression only, regression on D_M (000 Sec. 5.1 'Baseline (Multi)')",
+    "margin": "BT minus the data's score-difference margin (000 App. G.1; UltraFeedback/Argilla margins)",
+    "label_smoothing": "label-smoothed BT, ε = 0.1 (000 App. G.1, sign slip fixed)",
+    "hinge": "BT-Hinge max(0, m - Δr), m = 1 (002 Eq. 30)",
+    "bt_norm": "BT on norm-divided rewards, logit normalisation (002 Eq. 29)",
+    "bt_dr": "BT plus separate chosen/rejected logistic terms (002 Eq. 31)",
+    "bsr": "BT + λ·(batch mean reward)², batch sum-to-zero, λ = 1e-3 (002 Eq. 24-25)",
+    "center": "BT + 0.01·mean((r_c + r_r)²), TRL's reward centering",
+    "grm_sft": "GRM, linear head: (1-α)·BT + α·SFT regulariser through the kept LM head (000 App. G.1)",
+    "grm_dpo": "GRM, linear head: (1-α)·BT + α·reference-free DPO regulariser (000 App. G.1)",
+    "grm_sft_mlp": "GRM w/ sft with the MLP(1024) reward head, as in the GRM code (000 App. G.1)",
+    "grm_dpo_mlp": "GRM w/ dpo with the MLP(1024) reward head (000 App. G.1)",
+    "odin": "quality + length heads, length-decorrelated; scores with the quality head (000 Sec. 3)",
+    "more": "per-source BT weighted by Frank-Wolfe min-norm λ, equal share per source (003 Eq. 7-9)",
+    "ensemble": "k seeds of any method, mean or min of rewards: smorm ensemble CONFIG --seeds 0 1 2 (000 App. G.1)",
+    "baseline_sm": "SORM + MORM trained apart, F and L averaged, 2 passes: smorm combine --sorm A --morm B OUT (000 Sec. 3)",
 }
 
 

@@ -16,9 +16,9 @@ from smorm.eval.metrics import (
     hidden_state_norms,
     kendall_tau_b,
     pairwise_accuracy,
-    plot_reliability,
     reward_difference_outliers,
 )
+from smorm.eval.plots import plot_reliability
 
 
 def test_pairwise_accuracy_counts_ties_as_wrong():

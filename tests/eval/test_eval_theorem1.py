@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from smorm.eval.metrics import theorem1_constants
+from smorm.eval.theory import theorem1_constants
 
 # D_S: differences f_c - f_r = (2, 0) and (0, 2)
 #   Sigma_S = mean(d d^T) = diag(2, 2), mu_S = (1, 1), mu_S^T Sigma_S^-1 mu_S = 1
@@ -76,3 +76,13 @@ def test_singular_second_moment_asks_for_ridge():
         theorem1_constants(CHOSEN[:1], REJECTED[:1], RATED, RATINGS)
     ridged = theorem1_constants(CHOSEN[:1], REJECTED[:1], RATED, RATINGS, ridge=0.1)
     assert ridged.lambda_min_sigma_S == pytest.approx(0.1)
+
+
+def test_moved_names_stay_importable_from_metrics():
+    from smorm.eval import metrics, plots, theory
+
+    assert metrics.theorem1_constants is theory.theorem1_constants
+    assert metrics.Theorem1Constants is theory.Theorem1Constants
+    assert metrics.plot_reliability is plots.plot_reliability
+    with pytest.raises(AttributeError):
+        metrics.no_such_name  # noqa: B018 - the attribute access is the test

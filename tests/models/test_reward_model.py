@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -132,7 +133,7 @@ def test_delta_save_stores_only_trained_backbone_tensors(tiny_llama_dir, tmp_pat
     model = make_model(tiny_llama_dir)
     apply_trunk_mode(model, "top_k", top_k=1)
     with torch.no_grad():
-        for name, parameter in model.backbone.named_parameters():
+        for parameter in model.backbone.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.01)
     folder = model.save_pretrained(tmp_path / "rm")
@@ -146,3 +147,116 @@ def test_delta_save_stores_only_trained_backbone_tensors(tiny_llama_dir, tmp_pat
 def test_from_pretrained_rejects_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a smorm model folder"):
         RewardModel.from_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------- gate head (mode G)
+
+GATED_HEADS = {"single": {"kind": "linear"}, "multi": {"kind": "linear"},
+               "gate": {"kind": "gate", "hidden_sizes": [16, 16], "dropout": 0.0, "beta_init": 100.0}}
+
+
+def gated_model(tiny_llama_dir) -> RewardModel:
+    model = make_model(tiny_llama_dir, heads=GATED_HEADS)
+    with torch.no_grad():  # a non-trivial debias transform, so the test sees it applied
+        model.heads["gate"].debias.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.3, 0.2, 0.0]]))
+    return model
+
+
+def encoded_rows(model: RewardModel, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+    from smorm.data.formatting import Formatter
+
+    formatter = Formatter(model.tokenizer, 128)  # long enough that no prompt is cut
+    encoded = [formatter.encode([{"role": "user", "content": "Name a fruit."}], t) for t in texts]
+    return [e.input_ids for e in encoded], [e.response_start for e in encoded]
+
+
+def test_gate_reads_the_prompt_token_and_weighs_debiased_attributes(tiny_llama_dir):
+    model = gated_model(tiny_llama_dir)
+    rows, starts = encoded_rows(model, ["An apple.", "Bananas are yellow and sweet."])
+    ids, mask = pad(rows, model.tokenizer.pad_token_id, "right")
+    out = model(input_ids=ids, attention_mask=mask, prompt_last_index=torch.tensor(starts) - 1)
+    # independently: the hidden state at the prompt's last token, the softmax MLP, r @ T, times β
+    hidden = model.encode(ids, mask)
+    prompt = torch.stack([hidden[i, s - 1] for i, s in enumerate(starts)])
+    gate = model.heads["gate"]
+    weights = torch.softmax(gate.mlp(prompt), dim=-1)
+    debiased = out.attributes @ gate.debias
+    assert torch.allclose(out.gate_weights, weights, atol=1e-6)
+    assert torch.allclose(out.gate_weights.sum(-1), torch.ones(2), atol=1e-6)
+    assert torch.allclose(out.extra["gate"], 100.0 * (weights * debiased).sum(-1), atol=1e-4)
+    assert torch.equal(reward_for_mode(out, "G"), out.extra["gate"])
+    # the two rows share the prompt, and a causal backbone's state there has not seen the response
+    assert torch.allclose(out.gate_weights[0], out.gate_weights[1], atol=1e-5)
+
+
+def test_gate_without_a_prompt_index_is_a_clear_error(tiny_llama_dir):
+    model = gated_model(tiny_llama_dir)
+    ids, mask = pad([[5, 6, 7, 8]], model.tokenizer.pad_token_id, "right")
+    with pytest.raises(ValueError, match="prompt_last_index"):
+        model(input_ids=ids, attention_mask=mask)
+    with pytest.raises(ValueError, match="response_starts"):
+        model.score_token_ids([[5, 6, 7, 8]])
+    with pytest.raises(ValueError, match="inside each row"):
+        model(input_ids=ids, attention_mask=mask, prompt_last_index=torch.tensor([4]))
+    with pytest.raises(ValueError, match="gate head"):
+        reward_for_mode(RewardOutput(single=None, attributes=torch.zeros(1, 2), pooled=torch.zeros(1, 3)), "G")
+
+
+def test_gate_is_the_same_for_either_padding_side_and_alone(tiny_llama_dir):
+    model = gated_model(tiny_llama_dir)
+    rows, starts = encoded_rows(model, ["Kiwi.", "A ripe mango from the market, cut in slices."])
+    alone = [model(input_ids=torch.tensor([r]), attention_mask=torch.ones(1, len(r), dtype=torch.long),
+                   prompt_last_index=torch.tensor([s - 1])).extra["gate"].item() for r, s in zip(rows, starts)]
+    for side in ("right", "left"):
+        ids, mask = pad(rows, model.tokenizer.pad_token_id, side)
+        out = model(input_ids=ids, attention_mask=mask, prompt_last_index=torch.tensor(starts) - 1)
+        assert out.extra["gate"].tolist() == pytest.approx(alone, abs=1e-3), side
+
+
+def test_score_gives_g_and_weights_and_save_load_keeps_them(tiny_llama_dir, tmp_path):
+    model = gated_model(tiny_llama_dir)
+    model.config.mode = "G"
+    prompts = ["Name a fruit.", "Say hi."]
+    responses = ["A pear.", "Hello there!"]
+    before = model.score(prompts, responses)
+    rows = before.rows()
+    assert before.mode == "G" and [r["G"] for r in rows] == pytest.approx(before.reward)
+    for row in rows:
+        assert set(row["gate_weights"]) == set(ATTRS)
+        assert sum(row["gate_weights"].values()) == pytest.approx(1.0, abs=1e-6)
+    folder = model.save_pretrained(tmp_path / "gated")
+    config = json.loads((folder / "smorm_config.json").read_text())
+    assert config["heads"]["gate"] == GATED_HEADS["gate"] and config["mode"] == "G"
+    loaded = RewardModel.from_pretrained(folder)
+    assert torch.equal(loaded.heads["gate"].debias, model.heads["gate"].debias)
+    assert loaded.heads["gate"].beta.item() == model.heads["gate"].beta.item()
+    after = loaded.score(prompts, responses)
+    assert after.reward == before.reward and after.gate_weights == before.gate_weights
+
+
+def test_gate_needs_a_multi_head(tiny_llama_dir):
+    with pytest.raises(ValueError, match="no multi head"):
+        make_model(tiny_llama_dir, heads={"single": {"kind": "linear"}, "gate": {"kind": "gate"}})
+    with pytest.raises(ValueError, match="unknown option"):
+        make_model(tiny_llama_dir, heads={"multi": {"kind": "linear"}, "gate": {"kind": "gate", "width": 3}})
+
+
+def test_encoder_gate_reads_a_prompt_only_pass(tiny_tokenizer):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=1,
+                                num_attention_heads=4, intermediate_size=64, pad_token_id=tiny_tokenizer.pad_token_id))
+    config = RewardModelConfig(backbone="tiny-bert", attributes=ATTRS, is_decoder=False, max_length=64,
+                               heads={"multi": {"kind": "linear"}, "gate": {"kind": "gate", "hidden_sizes": [8]}})
+    model = RewardModel(bert, tiny_tokenizer, config).eval()
+    rows, starts = encoded_rows(model, ["Fig.", "Grapes grow in bunches on vines."])
+    out = model.score_token_ids(rows, response_starts=starts)
+    # every state of an encoder sees the response, so the prompt feature comes from ids[:start] alone
+    for i, (row, start) in enumerate(zip(rows, starts)):
+        alone = model.encode(torch.tensor([row[:start]]), torch.ones(1, start, dtype=torch.long))[0, -1]
+        assert torch.allclose(out.extra["prompt_pooled"][i], alone, atol=1e-5)
+    assert torch.allclose(out.gate_weights[0], out.gate_weights[1], atol=1e-5)
+    ids, mask = pad(rows, model.tokenizer.pad_token_id, "right")
+    with pytest.raises(ValueError, match="encoder"):
+        model(input_ids=ids, attention_mask=mask, prompt_last_index=torch.tensor(starts) - 1)

@@ -1,8 +1,11 @@
-"""Evaluation: metrics over scores and hidden states, and benchmarks over score tables.
+"""Evaluation: metrics over scores and hidden states, benchmarks over score tables, reports.
 
 Importing this package registers the benchmarks (``reward-bench``, ``rm-bench``, ``pairs``,
-``ranked``) in ``smorm.registry.BENCHMARKS``. Only numpy is imported here; scipy and
-matplotlib load inside the functions that need them.
+``ranked``) in ``smorm.registry.BENCHMARKS``. Only numpy is imported here; scipy, matplotlib,
+torch and transformers load inside the functions that need them. Modules: ``metrics``
+(accuracy, ECE, outliers, norms, effective rank, tau-b), ``benchmarks`` (official scoring),
+``theory`` (000 Theorem 1), ``diagnostics``, ``runner`` (scoring models), ``hf_model`` (any HF
+sequence-classification reward model), ``report`` and ``plots``.
 """
 
 from smorm.eval.benchmarks import (
@@ -19,7 +22,6 @@ from smorm.eval.benchmarks import (
 from smorm.eval.metrics import (
     ECEResult,
     RewardDifferenceOutliers,
-    Theorem1Constants,
     best_of_accuracy,
     bootstrap_ci,
     effective_rank,
@@ -27,10 +29,10 @@ from smorm.eval.metrics import (
     hidden_state_norms,
     kendall_tau_b,
     pairwise_accuracy,
-    plot_reliability,
     reward_difference_outliers,
-    theorem1_constants,
 )
+from smorm.eval.plots import plot_reliability
+from smorm.eval.theory import Theorem1Constants, theorem1_constants
 
 __all__ = [
     "Benchmark",

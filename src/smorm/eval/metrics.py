@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,30 +219,6 @@ def expected_calibration_error(chosen: ArrayLike, rejected: ArrayLike, n_bins: i
     )
 
 
-def plot_reliability(result: ECEResult, path: str | Path, title: str = "") -> Path:
-    """Write a reliability diagram (accuracy and mean confidence per bin) as an image file."""
-    from matplotlib.figure import Figure  # optional dependency; no pyplot, no global backend
-
-    edges = np.asarray(result.bin_edges)
-    width = np.diff(edges)
-    accuracy = np.nan_to_num(np.asarray(result.bin_accuracy), nan=0.0)
-    confidence = np.asarray(result.bin_confidence)
-    figure = Figure(figsize=(4.5, 4.5))
-    axes = figure.add_subplot()
-    axes.bar(edges[:-1], accuracy, width=width, align="edge", edgecolor="black", label="accuracy")
-    filled = ~np.isnan(confidence)
-    axes.plot(confidence[filled], np.asarray(result.bin_accuracy)[filled], "o", color="tab:red",
-              label="mean confidence")
-    axes.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-             title=title or f"ECE = {result.ece:.4f}")
-    axes.legend(loc="upper left")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
 @dataclass(frozen=True)
 class RewardDifferenceOutliers:
     """Box-plot outliers of the reward differences ``r_c - r_r`` (003 App. C, Tables 4-6).
@@ -380,173 +355,12 @@ def best_of_accuracy(scores_per_prompt: Sequence[ArrayLike], best_index: Sequenc
     return float(np.mean(hits))
 
 
-# ---------------------------------------------------------------------------------------
-# Theorem 1 of 000 (App. C.1-C.2)
+def __getattr__(name: str) -> object:
+    """Names that moved to their own modules stay importable from here (imported lazily)."""
+    moved = {"Theorem1Constants": "smorm.eval.theory", "theorem1_constants": "smorm.eval.theory",
+             "plot_reliability": "smorm.eval.plots"}
+    if name in moved:
+        import importlib
 
-
-@dataclass(frozen=True)
-class Theorem1Constants:
-    """The quantities of 000 Theorem 1, estimated from features of D_S and D_M.
-
-    Attributes:
-        alpha: ``[K]`` raw coupling ``mu_S^T Sigma_M^-1 C_M``.
-        beta: ``[K]`` normalised coupling ``alpha / (mu_S^T Sigma_S^-1 mu_S)``.
-        c: ``1^T alpha / (K mu_S^T Sigma_S^-1 mu_S)``, the slope of the lower bound.
-        epsilon: ``B ||E||_op / sqrt(lambda_min(Sigma_S))``, the proof's epsilon.
-        epsilon_tight: ``B ||E 1|| / (K sqrt(lambda_min(Sigma_S))) <= epsilon / sqrt(K)``.
-        feature_bound: B, the bound on ``||f||``.
-        whitened_mean_sq_norm: ``||mu~_S||^2 = mu_S^T Sigma_S^-1 mu_S``.
-        lambda_min_sigma_S, lambda_min_sigma_M: smallest eigenvalues (after ``ridge``).
-        E_operator_norm: ``||E||_op`` of the part of ``C~_M`` orthogonal to ``mu~_S``.
-        coupling_holds: assumption (3), ``1^T alpha >= 0``.
-        bound_holds: ``r_m >= c r_s - epsilon`` on every evaluated row.
-        bound_holds_fraction: fraction of evaluated rows where it holds.
-        min_slack: ``min(r_m - c r_s + epsilon)`` over the evaluated rows.
-        heads: ``"given"`` (the trained w_S, w_M) or ``"population"`` (Eq. 11 minimisers).
-    """
-
-    alpha: tuple[float, ...]
-    beta: tuple[float, ...]
-    c: float
-    epsilon: float
-    epsilon_tight: float
-    feature_bound: float
-    whitened_mean_sq_norm: float
-    lambda_min_sigma_S: float
-    lambda_min_sigma_M: float
-    E_operator_norm: float
-    coupling_holds: bool
-    bound_holds: bool
-    bound_holds_fraction: float
-    min_slack: float
-    heads: str
-    ridge: float
-
-
-def _positive_definite_eigh(matrix: np.ndarray, name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
-    tolerance = 1e-10 * max(float(np.abs(eigenvalues).max()), 1e-300)
-    if eigenvalues[0] <= tolerance:
-        raise ValueError(
-            f"{name} is not positive definite (smallest eigenvalue {eigenvalues[0]:.3g}): its {count} "
-            f"rows span fewer than d={matrix.shape[0]} directions; pass ridge > 0 or more rows"
-        )
-    return eigenvalues, eigenvectors
-
-
-def theorem1_constants(
-    chosen_features_S: ArrayLike,
-    rejected_features_S: ArrayLike,
-    features_M: ArrayLike,
-    ratings_M: ArrayLike,
-    w_S: ArrayLike | None = None,
-    w_M: ArrayLike | None = None,
-    *,
-    eval_features: ArrayLike | None = None,
-    feature_bound: float | None = None,
-    ridge: float = 0.0,
-) -> Theorem1Constants:
-    """Estimate alpha, beta, c and epsilon of 000 Theorem 1 and check the bound empirically.
-
-    Definitions (000 App. C.1-C.2), expectations replaced by means over the given rows:
-      * ``Sigma_S = E_S[(f_c - f_r)(f_c - f_r)^T]``, ``mu_S = E_S[f_c - f_r]``  (second moments,
-        not centred covariances), ``Sigma_M = E_M[f_m f_m^T]``, ``C_M = E_M[f_m r^T]`` ``[d, K]``.
-      * ``alpha = mu_S^T Sigma_M^-1 C_M``; ``beta = alpha / ||mu~_S||^2`` with
-        ``mu~_S = Sigma_S^-1/2 mu_S``; ``c = 1^T alpha / (K ||mu~_S||^2)`` (Theorem 1; the proof's
-        ``max(0, .)`` clipping is not applied, so the identity below holds for any sign).
-      * ``C~_M = Sigma_S^1/2 Sigma_M^-1 C_M``, ``E = C~_M - mu~_S beta^T`` (Eq. 13), and for the
-        population heads ``w_S = Sigma_S^-1 mu_S``, ``w_M = Sigma_M^-1 C_M`` (Eq. 11) exactly
-        ``r_m(f) = c r_s(f) + (1/K) 1^T E^T Sigma_S^-1/2 f``.
-      * ``epsilon = B ||E||_op / sqrt(lambda_min(Sigma_S))``: each attribute's residual is at
-        most this, so ``r_m >= c r_s - epsilon`` (Eq. 6/10). The proof's Eq. 14 writes
-        ``epsilon / K``, which does not follow in general; ``epsilon_tight`` is the valid bound
-        on the K-average.
-
-    The bound is checked with ``r_s = f^T w_S`` and ``r_m = mean_k (w_M^T f)_k`` on
-    ``eval_features`` (default: every feature row given). With the trained heads this is an
-    empirical check (the theorem is about the least-squares minimisers); without heads the
-    population minimisers are used and it must hold.
-
-    Args:
-        chosen_features_S: ``[N_S, d]`` ``f(x_s, y_c)`` of the preference pairs.
-        rejected_features_S: ``[N_S, d]`` ``f(x_s, y_r)``.
-        features_M: ``[N_M, d]`` ``f(x_m, y_m)`` of the rated responses.
-        ratings_M: ``[N_M, K]`` attribute ratings ``r``.
-        w_S: ``[d]`` single-objective head, or None for ``Sigma_S^-1 mu_S``.
-        w_M: ``[d, K]`` multi-attribute head, or None for ``Sigma_M^-1 C_M``.
-        eval_features: ``[N, d]`` rows on which to check the bound.
-        feature_bound: B; default the largest ``||f||`` over all rows given.
-        ridge: added to the diagonal of Sigma_S and Sigma_M when N < d makes them singular.
-    """
-    chosen = as_float_array(chosen_features_S, "chosen_features_S", ndim=2)
-    rejected = as_float_array(rejected_features_S, "rejected_features_S", ndim=2)
-    rated = as_float_array(features_M, "features_M", ndim=2)
-    ratings = as_float_array(ratings_M, "ratings_M", ndim=2)
-    if chosen.shape != rejected.shape:
-        raise ValueError(f"chosen_features_S {chosen.shape} and rejected_features_S {rejected.shape} differ")
-    if rated.shape[0] != ratings.shape[0] or rated.shape[1] != chosen.shape[1]:
-        raise ValueError(f"features_M {rated.shape} does not match ratings_M {ratings.shape} / d={chosen.shape[1]}")
-    dim, num_attributes = chosen.shape[1], ratings.shape[1]
-    feature_difference = chosen - rejected
-    sigma_S = feature_difference.T @ feature_difference / feature_difference.shape[0] + ridge * np.eye(dim)
-    mu_S = feature_difference.mean(axis=0)
-    sigma_M = rated.T @ rated / rated.shape[0] + ridge * np.eye(dim)
-    C_M = rated.T @ ratings / rated.shape[0]
-
-    eigenvalues_S, eigenvectors_S = _positive_definite_eigh(sigma_S, "Sigma_S", chosen.shape[0])
-    eigenvalues_M, _ = _positive_definite_eigh(sigma_M, "Sigma_M", rated.shape[0])
-    sqrt_sigma_S = (eigenvectors_S * np.sqrt(eigenvalues_S)) @ eigenvectors_S.T
-    inv_sqrt_sigma_S = (eigenvectors_S / np.sqrt(eigenvalues_S)) @ eigenvectors_S.T
-    population_w_M = np.linalg.solve(sigma_M, C_M)  # [d, K], Eq. 11
-    population_w_S = np.linalg.solve(sigma_S, mu_S)  # [d]
-    alpha = mu_S @ population_w_M  # [K]
-    whitened_mean = inv_sqrt_sigma_S @ mu_S
-    whitened_mean_sq_norm = float(whitened_mean @ whitened_mean)
-    beta = alpha / whitened_mean_sq_norm
-    c = float(alpha.sum() / (num_attributes * whitened_mean_sq_norm))
-    residual = sqrt_sigma_S @ population_w_M - np.outer(whitened_mean, beta)  # E, [d, K]
-    E_operator_norm = float(np.linalg.norm(residual, ord=2))
-
-    all_rows = [chosen, rejected, rated]
-    evaluated = as_float_array(eval_features, "eval_features", ndim=2) if eval_features is not None else None
-    if evaluated is not None:
-        all_rows.append(evaluated)
-    else:
-        evaluated = np.concatenate(all_rows[:3], axis=0)
-    bound = float(feature_bound) if feature_bound is not None else float(
-        max(np.linalg.norm(rows, axis=1).max() for rows in all_rows)
-    )
-    sqrt_lambda_min = math.sqrt(float(eigenvalues_S[0]))
-    epsilon = bound * E_operator_norm / sqrt_lambda_min
-    epsilon_tight = bound * float(np.linalg.norm(residual.sum(axis=1))) / (num_attributes * sqrt_lambda_min)
-
-    heads = "given" if w_S is not None and w_M is not None else "population"
-    if (w_S is None) != (w_M is None):
-        raise ValueError("pass both w_S and w_M, or neither (population minimisers)")
-    head_S = as_float_array(w_S, "w_S", ndim=1) if w_S is not None else population_w_S
-    head_M = as_float_array(w_M, "w_M", ndim=2) if w_M is not None else population_w_M
-    if head_S.shape != (dim,) or head_M.shape != (dim, num_attributes):
-        raise ValueError(f"w_S {head_S.shape} / w_M {head_M.shape} must be ({dim},) / ({dim}, {num_attributes})")
-    single_reward = evaluated @ head_S
-    attribute_mean_reward = (evaluated @ head_M).mean(axis=1)
-    slack = attribute_mean_reward - (c * single_reward - epsilon)
-    # a small tolerance so the exact population identity is not failed by rounding
-    holds = slack >= -1e-9 * max(1.0, epsilon)
-    return Theorem1Constants(
-        alpha=tuple(float(a) for a in alpha),
-        beta=tuple(float(b) for b in beta),
-        c=c,
-        epsilon=float(epsilon),
-        epsilon_tight=float(epsilon_tight),
-        feature_bound=bound,
-        whitened_mean_sq_norm=whitened_mean_sq_norm,
-        lambda_min_sigma_S=float(eigenvalues_S[0]),
-        lambda_min_sigma_M=float(eigenvalues_M[0]),
-        E_operator_norm=E_operator_norm,
-        coupling_holds=bool(alpha.sum() >= 0),
-        bound_holds=bool(holds.all()),
-        bound_holds_fraction=float(holds.mean()),
-        min_slack=float(slack.min()),
-        heads=heads,
-        ridge=float(ridge),
-    )
+        return getattr(importlib.import_module(moved[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

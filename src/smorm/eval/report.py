@@ -1,4 +1,8 @@
-"""Reports: report.json (everything), report.md (for people), a compact terminal table, PNG plots."""
+"""Reports: report.json (everything), report.md (for people), a compact terminal table, PNG plots.
+
+Every table shows the inference modes side by side (F, L, M, G) and every accuracy with its 95%
+bootstrap interval. Plots go to ``plots/`` beside the report; matplotlib is optional.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from smorm.train.checkpoint import atomic_write_text
+
+MODE_LEGEND = {
+    "F": "F = single-objective (BT) head",
+    "L": "L = mean of the attribute head",
+    "M": "M = mean of F and L",
+    "G": "G = gated mixture of the attributes (ArmoRM gate)",
+}
+LEVELS = ("normal", "hard", "easy")
 
 
 def _pct(value: float | None) -> str:
@@ -17,8 +29,20 @@ def _ci(ci: list[float] | None) -> str:
     return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+def _pct_ci(value: float | None, ci: list[float] | None) -> str:
+    return f"{_pct(value)}{_ci(ci)}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _is_ranked(entry: dict[str, Any]) -> bool:
+    return entry["kind"] == "ranked" and any(r.get("kendall_tau_b") is not None for r in entry["modes"].values())
+
+
 def accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Benchmarks x modes: headline score with 95% bootstrap CI, in percent."""
+    """Benchmarks x modes: headline score with 95% bootstrap CI, in percent (tau-b for rankings)."""
     from smorm.eval.runner import headline
 
     modes = report["modes"]
@@ -27,9 +51,12 @@ def accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         row = [label, str(entry["items"])]
         for mode in modes:
             value, ci = headline(entry, mode)
-            row.append(f"{_pct(value)}{_ci(ci)}")
+            if _is_ranked(entry):
+                row.append("-" if value is None else f"τ {value:.3f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]"))
+            else:
+                row.append(_pct_ci(value, ci))
         rows.append(row)
-    return ["benchmark", "items", *[f"{m}" for m in modes]], rows
+    return ["benchmark", "items", *modes], rows
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -40,84 +67,242 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)])
 
 
-def detail_markdown(report: dict[str, Any]) -> str:
-    parts = []
-    for label, entry in report["benchmarks"].items():
-        parts.append(f"### {label}\n\n`{entry['path']}` — {entry['items']} items"
-                     + (f" (first {entry['limit']})" if entry.get("limit") else "")
-                     + (f" (seeded random sample of {entry['sample']})" if entry.get("sample") else ""))
-        parts.append(f"hidden-state norm mean {entry['hidden_state_norm_mean']:.2f}, variance "
-                     f"{entry['hidden_state_norm_variance']:.2f}; effective rank {entry['effective_rank']:.1f}")
-        for mode, result in entry["modes"].items():
-            if entry["kind"] == "reward-bench":
-                rows = [[name, str(s["num_examples"]), f"{_pct(s['accuracy'])}{_ci(s['ci'])}"]
-                        for name, s in result["subsets"].items()]
-                rows += [[f"**{name}**", str(s["num_examples"]), f"{_pct(s['accuracy'])}{_ci(s['ci'])}"]
-                         for name, s in result["sections"].items()]
-                parts.append(f"**mode {mode}** — score {_pct(result['score'])}{_ci(result['ci'])}, "
-                             f"ECE {result['ece']['ece']:.3f}\n\n" + markdown_table(["subset / section", "n", "accuracy %"], rows))
-            elif entry["kind"] == "rm-bench":
-                rows = [[d, str(v["num_items"]), _pct(v["hard"]), _pct(v["normal"]), _pct(v["easy"]),
-                         f"{_pct(v['score'])}{_ci(v['score_ci'])}"] for d, v in result["domains"].items()]
-                parts.append(f"**mode {mode}** — score {_pct(result['score'])}{_ci(result['score_ci'])} "
-                             f"(hard {_pct(result['hard'])}, normal {_pct(result['normal'])}, easy {_pct(result['easy'])})\n\n"
-                             + markdown_table(["domain", "items", "hard", "normal", "easy", "avg %"], rows))
-            elif entry["kind"] == "pairs":
-                parts.append(f"**mode {mode}** — accuracy {_pct(result['accuracy'])}{_ci(result['ci'])}, "
-                             f"ECE {result['ece']['ece'] if isinstance(result['ece'], dict) else result['ece']:.3f}")
-            else:
-                parts.append(f"**mode {mode}** — Kendall tau-b {result.get('kendall_tau_b')}, "
-                             f"best-of accuracy {result.get('best_of_accuracy')}")
+# ---------------------------------------------------------------------------------------
+# one benchmark: modes side by side
+
+
+def score_rows(entry: dict[str, Any]) -> list[list[str]]:
+    """Rows ``[what, n, value per mode]`` of a benchmark's accuracies (percent, 95% CI)."""
+    modes = list(entry["modes"])
+    first = entry["modes"][modes[0]]
+    per_mode = [entry["modes"][m] for m in modes]
+    rows: list[list[str]] = []
+    if entry["kind"] == "reward-bench":
+        for name, subset in first["subsets"].items():
+            rows.append([name, str(subset["num_examples"]),
+                         *(_pct_ci(r["subsets"][name]["accuracy"], r["subsets"][name]["ci"]) for r in per_mode)])
+        for name, section in first["sections"].items():
+            rows.append([f"**{name}** (section)", str(section["num_examples"]),
+                         *(_pct_ci(r["sections"][name]["accuracy"], r["sections"][name]["ci"]) for r in per_mode)])
+        rows.append(["**score**", str(first["num_examples"]), *(_pct_ci(r["score"], r["ci"]) for r in per_mode)])
+    elif entry["kind"] == "rm-bench":
+        for domain, values in first["domains"].items():
+            for key in ("hard", "normal", "easy", "score"):
+                rows.append([f"{domain} {'avg' if key == 'score' else key}", str(values["num_items"]),
+                             *(_pct_ci(r["domains"][domain][key], r["domains"][domain][f"{key}_ci"])
+                               for r in per_mode)])
+        for key in ("hard", "normal", "easy", "score"):
+            rows.append([f"**{'score' if key == 'score' else key}** (mean over domains)", str(first["num_items"]),
+                         *(_pct_ci(r[key], r[f"{key}_ci"]) for r in per_mode)])
+    elif entry["kind"] == "pairs":
+        for name, subset in (first.get("subsets") or {}).items():
+            rows.append([name, str(subset["num_pairs"]),
+                         *(_pct_ci(r["subsets"][name]["accuracy"], r["subsets"][name]["ci"]) for r in per_mode)])
+        if "macro_accuracy" in first:
+            rows.append(["macro (mean of subsets)", str(first["num_pairs"]),
+                         *(_pct_ci(r["macro_accuracy"], r["macro_accuracy_ci"]) for r in per_mode)])
+        rows.append(["**accuracy**", str(first["num_pairs"]), *(_pct_ci(r["accuracy"], r["ci"]) for r in per_mode)])
+    else:
+        rows.append(["Kendall τ-b (mean over prompts)", str(first["num_prompts_tau"]),
+                     *(_num(r["kendall_tau_b"]) + ("" if not r["kendall_tau_b_ci"] else
+                       f" [{r['kendall_tau_b_ci'][0]:.3f}, {r['kendall_tau_b_ci'][1]:.3f}]") for r in per_mode)])
+        rows.append(["best-of accuracy %", str(first["num_prompts_best"]),
+                     *(_pct_ci(r["best_of_accuracy"], r["best_of_accuracy_ci"]) for r in per_mode)])
+    return rows
+
+
+def _outlier_cell(outliers: dict[str, Any], sign: str) -> str:
+    mean = outliers[f"{sign}_mean"]
+    return f"{outliers[f'{sign}_count']} of {outliers[f'num_{sign}']}" + ("" if mean is None else f" (mean {mean:.3f})")
+
+
+def diagnostic_rows(entry: dict[str, Any]) -> list[list[str]]:
+    """Rows ``[what, value per mode]``: ECE and reward-difference outliers (003 Sec. 2, App. C)."""
+    per_mode = list(entry["modes"].values())
+    if not isinstance(per_mode[0].get("ece"), dict):
+        return []
+    return [
+        ["ECE (10 bins, σ(r_c − r_r))", *(f"{r['ece']['ece']:.3f}" for r in per_mode)],
+        ["comparisons", *(str(r["num_comparisons"]) for r in per_mode)],
+        ["outliers of r_c − r_r > 0", *(_outlier_cell(r["reward_difference_outliers"], "positive") for r in per_mode)],
+        ["outliers of r_c − r_r < 0", *(_outlier_cell(r["reward_difference_outliers"], "negative") for r in per_mode)],
+    ]
+
+
+def attribute_stats_rows(stats: dict[str, Any], names: list[str]) -> list[list[str]]:
+    """000 App. J Tables 12-13 layout: level x group rows, ``mean (variance)`` per attribute."""
+    rows = []
+    for level in LEVELS:
+        for group, values in stats[level].items():
+            cells = [f"{_num(v['mean'], 2)} ({_num(v['variance'], 2)})"
+                     for v in (values["attributes"][n] for n in names)]
+            rows.append([f"{level.capitalize()} {group}", str(values["count"]), *cells])
+    return rows
+
+
+def benchmark_markdown(label: str, entry: dict[str, Any], plots: dict[str, str]) -> str:
+    """A benchmark's section of report.md."""
+    modes = list(entry["modes"])
+    sample = (f" (first {entry['limit']})" if entry.get("limit") else "") + (
+        f" (seeded random sample of {entry['sample']}, seed {entry.get('seed', 0)})" if entry.get("sample") else "")
+    parts = [f"### {label}", f"`{entry['path']}`: {entry['items']} items{sample}",
+             markdown_table(["", "n", *modes], score_rows(entry))]
+    diagnostics = diagnostic_rows(entry)
+    if diagnostics:
+        over = " (over all 9 style comparisons of each item)" if entry["kind"] == "rm-bench" else ""
+        parts.append(f"Calibration and reward-difference outliers{over}; outliers are outside the box-plot "
+                     "fences Q1 − 1.5 IQR, Q3 + 1.5 IQR of each sign group:\n\n"
+                     + markdown_table(["", *modes], diagnostics))
+    parts.append(f"Pooled hidden states: norm mean {entry['hidden_state_norm_mean']:.3f}, variance "
+                 f"{entry['hidden_state_norm_variance']:.3f}; effective rank {entry['effective_rank']:.1f}.")
+    if "attribute_means" in entry:
+        means = entry["attribute_means"]
+        rows = [[name, _num(means["chosen"][name]), _num(means["rejected"][name]), _num(means["difference"][name])]
+                for name in means["chosen"]]
+        parts.append("Mean predicted attribute (multi head):\n\n"
+                     + markdown_table(["attribute", "chosen", "rejected", "chosen − rejected"], rows))
+    if "attribute_difference_stats" in entry:
+        names = list(entry["attribute_means"]["chosen"])
+        parts.append("Normalized pairwise attribute differences chosen − rejected by style level, mean (variance) "
+                     "(000 App. J, Tables 12–13; attributes z-scored over all responses; correct / false = the "
+                     f"comparison mode {entry['attribute_difference_stats_decided_by']} got right / wrong):\n\n"
+                     + markdown_table(["comparisons", "n", *names],
+                                      attribute_stats_rows(entry["attribute_difference_stats"], names)))
+    if "gate_weight_means" in entry:
+        weights = entry["gate_weight_means"]
+        parts.append("Mean gate weights: " + ", ".join(f"{name} {value:.3f}" for name, value in weights.items()))
+    if plots:
+        parts.append(" ".join(f"![{kind}]({path})" for kind, path in plots.items()))
     return "\n\n".join(parts)
 
 
-def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Reliability diagrams for pairwise benchmarks (needs matplotlib; skipped with a note if absent)."""
+# ---------------------------------------------------------------------------------------
+# Theorem 1
+
+
+def theory_summary(theory: dict[str, Any]) -> str:
+    """One line for the terminal."""
+    population = theory["population"]
+    coupling = sum(population["alpha"].values())
+    verdict = "holds" if theory["coupling_holds"] else "does NOT hold"
+    return (f"Theorem 1 (000 App. C.2): coupling 1ᵀα = {coupling:.4g} ≥ 0 {verdict}; c = {population['c']:.4g}, "
+            f"ε = {population['epsilon']:.4g} ({theory['sample']['pairs']} pairs, {theory['sample']['rated']} rated)")
+
+
+def theory_markdown(theory: dict[str, Any]) -> str:
+    """The Theorem 1 section of report.md."""
+    population, trained = theory["population"], theory.get("trained_heads")
+    sample = theory["sample"]
+    names = theory["attributes"]
+    constants = [
+        ["c = 1ᵀα / (K μ_Sᵀ Σ_S⁻¹ μ_S)", f"{population['c']:.4g}"],
+        ["ε = B ‖E‖_op / √λ_min(Σ_S)", f"{population['epsilon']:.4g}"],
+        ["ε on the K-average (tighter)", f"{population['epsilon_tight']:.4g}"],
+        ["B = max ‖f‖", f"{population['feature_bound']:.4g}"],
+        ["μ_Sᵀ Σ_S⁻¹ μ_S", f"{population['whitened_mean_sq_norm']:.4g}"],
+        ["λ_min(Σ_S), λ_min(Σ_M)", f"{population['lambda_min_sigma_S']:.4g}, {population['lambda_min_sigma_M']:.4g}"],
+        ["‖E‖_op", f"{population['E_operator_norm']:.4g}"],
+        ["ridge on Σ_S, Σ_M", f"{theory['ridge']:.4g} ({theory['relative_ridge']:g} × trace(Σ_S)/d)"],
+    ]
+    checks = [["population heads (Eq. 11)", f"{100 * population['bound_holds_fraction']:.1f}%",
+               f"{population['min_slack']:.4g}"]]
+    if trained is not None:
+        checks.append(["trained heads", f"{100 * trained['bound_holds_fraction']:.1f}%", f"{trained['min_slack']:.4g}"])
+    coupling = sum(population["alpha"].values())
+    parts = [
+        "## Theorem 1 check (000 App. C.2)",
+        f"Features f of a seeded sample (seed {sample['seed']}) of the run's own training data: "
+        f"{sample['pairs']} of {sample['pairs_available']} pairs (D_S) and {sample['rated']} rated responses (D_M; "
+        f"{sample['rated_incomplete_dropped']} of {sample['rated_available']} left out for a missing attribute); "
+        f"{theory['feature']}, d = {theory['hidden_size']}.",
+        f"**Coupling assumption (3): 1ᵀα = {coupling:.4g} — "
+        f"{'holds' if theory['coupling_holds'] else 'does NOT hold'}.**",
+        markdown_table(["attribute", "α", "β"],
+                       [[n, f"{population['alpha'][n]:.4g}", f"{population['beta'][n]:.4g}"] for n in names]),
+        markdown_table(["quantity", "value"], constants),
+        "Bound r_m ≥ c·r_s − ε on the sampled rows:\n\n"
+        + markdown_table(["heads", "rows where it holds", "min slack"], checks),
+    ]
+    parts += [f"- {note}" for note in theory.get("notes", [])]
+    return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# plots and files
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> dict[str, dict[str, str]]:
+    """Reliability diagrams, chosen-vs-rejected reward histograms and attribute bars per benchmark.
+
+    Returns:
+        ``{benchmark label: {plot kind: path relative to out_dir}}``; empty (with a note in the
+        report) when matplotlib is not installed.
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        report.setdefault("notes", []).append("matplotlib not installed: no plots written")
-        return []
-    from smorm.eval.metrics import ECEResult, plot_reliability
+        report.setdefault("notes", []).append("matplotlib not installed (pip install smorm[plots]): no plots written")
+        return {}
+    from smorm.eval.plots import plot_attribute_bars, plot_reliability_panels, plot_reward_histograms
 
-    paths = []
+    written: dict[str, dict[str, str]] = {}
     for label, entry in report["benchmarks"].items():
-        for mode, result in entry["modes"].items():
-            ece = result.get("ece")
-            if isinstance(ece, dict):
-                safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
-                path = out_dir / "plots" / f"reliability_{safe}_{mode}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                data = {k: tuple(v if v is not None else float("nan") for v in ece[k]) if isinstance(ece[k], list)
-                        else ece[k] for k in ece}
-                plot_reliability(ECEResult(**data), path, title=f"{label} — mode {mode}")
-                paths.append(path)
-    return paths
+        stem = out_dir / "plots" / _safe(label)
+        paths: dict[str, Path] = {}
+        results = entry["modes"]
+        if all(isinstance(r.get("ece"), dict) for r in results.values()) and results:
+            paths["reliability"] = plot_reliability_panels(
+                {m: r["ece"] for m, r in results.items()}, f"{stem}_reliability.png", f"{label}: reliability")
+        if all("reward_histogram" in r for r in results.values()) and results:
+            paths["rewards"] = plot_reward_histograms(
+                {m: r["reward_histogram"] for m, r in results.items()}, f"{stem}_rewards.png",
+                f"{label}: chosen vs rejected rewards")
+        if "attribute_means" in entry:
+            paths["attributes"] = plot_attribute_bars(entry["attribute_means"], f"{stem}_attributes.png",
+                                                      f"{label}: mean predicted attribute")
+        written[label] = {kind: str(path.relative_to(out_dir)) for kind, path in paths.items()}
+    return written
 
 
 def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> Any:
+    """Write plots, report.json and report.md into ``out_dir``; returns an ``EvalReport``."""
     from smorm.eval.runner import EvalReport
 
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(report, out_dir)
-    report["plots"] = [str(p.relative_to(out_dir)) for p in plots]
+    for label, paths in plots.items():
+        report["benchmarks"][label]["plots"] = paths
+    report["plots"] = [path for paths in plots.values() for path in paths.values()]
     header, rows = accuracy_rows(report)
-    table = text_table(header, rows)
-    legend = ("F = single-objective (BT) head, L = mean of the attribute head, M = mean of F and L. "
-              "RewardBench: official section weighting over the subsets present; RM-Bench: mean of "
-              "hard/normal/easy over the domains present.")
-    plot_lines = "\n".join(f"![{p.name}]({p.relative_to(out_dir)})" for p in plots)
-    sections = [
-        "# smorm evaluation report",
-        preamble,
-        "## Scores (percent, 95% bootstrap CI)\n\n" + markdown_table(header, rows) + "\n\n" + legend,
-        "## Details\n\n" + detail_markdown(report),
-        ("## Plots\n\n" + plot_lines) if plots else "",
-    ]
+    table = text_table(header, rows) if report["benchmarks"] else "(no benchmarks)"
+    if report.get("theory"):
+        table += "\n\n" + theory_summary(report["theory"])
+    legend = ("; ".join(MODE_LEGEND[m] for m in report["modes"] if m in MODE_LEGEND) + ". RewardBench: official "
+              "section weighting over the subsets present, prior sets at half weight; RM-Bench: mean of "
+              "hard/normal/easy over the domains present; pairs: accuracy; ranked: Kendall τ-b.")
+    sections = ["# smorm evaluation report", preamble]
+    if report.get("model"):
+        sections.append(f"Model: `{report['model']}` ({report.get('scorer', 'RewardModel')}); "
+                        f"{report['num_sequences']} sequences scored once each, max length {report['max_length']} "
+                        f"tokens ({report['truncated_sequences']} truncated), batch size {report['batch_size']}, "
+                        f"{report['precision']}.")
+    if report["benchmarks"]:
+        sections.append("## Scores (percent, 95% bootstrap CI)\n\n" + markdown_table(header, rows) + "\n\n" + legend)
+    if report.get("theory"):
+        sections.append(theory_markdown(report["theory"]))
+    if report["benchmarks"]:
+        sections.append("## Benchmarks\n\n" + "\n\n".join(
+            benchmark_markdown(label, entry, plots.get(label, {})) for label, entry in report["benchmarks"].items()))
+    sections += [f"- {note}" for note in report.get("notes", [])]
     markdown = "\n\n".join(part for part in sections if part)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     atomic_write_text(json_path, json.dumps(report, indent=2, default=float))

@@ -1,15 +1,23 @@
 """Run a reward model over benchmarks: every sequence scored once, every head side by side.
 
-The benchmark formulas live in :mod:`smorm.eval.benchmarks`; this module loads benchmark data,
-formats and scores each unique (prompt, response) once in length-sorted batches, and hands each
-mode's rewards to the benchmark as a score table.
+The benchmark formulas live in :mod:`smorm.eval.benchmarks` and the diagnostics in
+:mod:`smorm.eval.diagnostics`; this module loads benchmark data (all of it, validated, before any
+model work), formats and scores each unique (prompt, response) once in globally length-sorted
+batches, and hands each mode's rewards to the benchmarks as score tables.
+
+A scorer is anything with the scoring surface of :class:`~smorm.models.reward_model.RewardModel`:
+``tokenizer`` (with a chat template), ``config.max_length``, ``config.attributes``, ``heads``
+(names) and ``score_token_ids(sequences, batch_size, autocast_bf16) -> RewardOutput``; e.g.
+:class:`~smorm.eval.hf_model.HFRewardModel` for any sequence-classification reward model.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +51,8 @@ def parse_bench(text: str) -> BenchSpec:
     if not sep or not rest:
         raise ValueError(f"--bench {text!r}: expected KIND:PATH[:LIMIT] with KIND in {', '.join(BENCH_KINDS)}")
     if kind not in BENCH_KINDS:
-        from smorm.registry import BENCHMARKS
         import smorm.eval.benchmarks  # noqa: F401 - registers
+        from smorm.registry import BENCHMARKS
 
         raise ValueError(BENCHMARKS.unknown_message(kind))
     limit = None
@@ -137,7 +145,25 @@ def score_table(items: BenchItems, rewards: np.ndarray) -> list[dict[str, Any]]:
     return table
 
 
+@dataclass
+class LoadedBenchmarks:
+    """Every benchmark's items, referring into one de-duplicated table of sequences."""
+
+    table: SequenceTable
+    items: list[BenchItems]
+
+
+def load_benchmarks(specs: list[BenchSpec]) -> LoadedBenchmarks:
+    """Read and validate every benchmark before any model is loaded (a bad record fails in seconds)."""
+    table = SequenceTable()
+    return LoadedBenchmarks(table, [load_bench(spec, table) for spec in specs])
+
+
 def available_modes(model: Any) -> list[str]:
+    """Inference modes the scorer supports: F (single head), L (multi), M (both), G (gate)."""
+    declared = getattr(model, "modes", None)
+    if declared is not None:
+        return list(declared)
     heads = set(model.heads)
     modes = []
     if "single" in heads:
@@ -146,52 +172,164 @@ def available_modes(model: Any) -> list[str]:
         modes.append("L")
     if {"single", "multi"} <= heads:
         modes.append("M")
+    if "gate" in heads:
+        modes.append("G")
     return modes
 
 
+def concat_outputs(parts: list[Any]) -> Any:
+    """Concatenate :class:`RewardOutput` parts row-wise, field by field (tensors and dicts of tensors)."""
+    from smorm.types import RewardOutput
+
+    merged: dict[str, Any] = {}
+    for spec in fields(RewardOutput):
+        values = [getattr(part, spec.name) for part in parts]
+        if isinstance(values[0], dict):
+            merged[spec.name] = {key: torch.cat([v[key] for v in values]) for key in values[0]}
+        else:
+            merged[spec.name] = None if values[0] is None else torch.cat(values)
+    return RewardOutput(**merged)
+
+
+def select_rows(output: Any, index: torch.Tensor) -> Any:
+    """The rows ``index`` of every tensor in a :class:`RewardOutput`."""
+    from smorm.types import RewardOutput
+
+    picked: dict[str, Any] = {}
+    for spec in fields(RewardOutput):
+        value = getattr(output, spec.name)
+        if isinstance(value, dict):
+            picked[spec.name] = {key: tensor[index] for key, tensor in value.items()}
+        else:
+            picked[spec.name] = None if value is None else value[index]
+    return RewardOutput(**picked)
+
+
+def score_sequences(model: Any, sequences: list[list[int]], batch_size: int, bf16: bool, show_progress: bool,
+                    description: str = "scoring", response_starts: list[int] | None = None) -> Any:
+    """Score token sequences in globally length-sorted chunks; rows come back in input order.
+
+    Sorting all sequences once (not per chunk) keeps padding minimal; the chunks only exist so a
+    progress bar can move. ``response_starts`` is passed on to scorers that take it (a gate
+    reads the prompt's last token).
+    """
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    takes_starts = "response_starts" in inspect.signature(model.score_token_ids).parameters
+    chunk = max(batch_size * 8, 1)
+    parts = []
+    with tqdm(total=len(sequences), desc=description, unit="seq", disable=not show_progress) as bar:
+        for start in range(0, len(order), chunk):
+            rows = order[start : start + chunk]
+            kwargs: dict[str, Any] = {"batch_size": batch_size, "autocast_bf16": bf16}
+            if takes_starts and response_starts is not None:
+                kwargs["response_starts"] = [response_starts[i] for i in rows]
+            parts.append(model.score_token_ids([sequences[i] for i in rows], **kwargs))
+            bar.update(len(rows))
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return select_rows(concat_outputs(parts), inverse)
+
+
 def evaluate_model(model: Any, specs: list[BenchSpec], batch_size: int = 16, bf16: bool = False,
-                   show_progress: bool = True) -> dict[str, Any]:
+                   show_progress: bool = True, modes: list[str] | None = None) -> dict[str, Any]:
     """Score every benchmark with every available mode; returns a JSON-ready report dict."""
+    return evaluate_loaded(model, load_benchmarks(specs), batch_size, bf16, show_progress, modes)
+
+
+def evaluate_loaded(model: Any, loaded: LoadedBenchmarks, batch_size: int = 16, bf16: bool = False,
+                    show_progress: bool = True, modes: list[str] | None = None) -> dict[str, Any]:
+    """Score already-loaded benchmarks (see :func:`load_benchmarks`) with every available mode."""
     from smorm.data.formatting import Formatter
-    import smorm.eval.benchmarks  # noqa: F401 - registers the benchmarks
-    from smorm.eval.metrics import effective_rank, expected_calibration_error, hidden_state_norms
     from smorm.models.reward_model import reward_for_mode
 
-    table = SequenceTable()
-    loaded = [load_bench(spec, table) for spec in specs]  # validates all data before scoring
+    supported = available_modes(model)
+    unknown = [m for m in modes or [] if m not in supported]
+    if unknown:
+        raise ValueError(f"mode(s) {unknown} not available for this model (it has {', '.join(supported)})")
+    chosen_modes = [m for m in supported if modes is None or m in modes]
     formatter = Formatter(model.tokenizer, model.config.max_length)
-    sequences = [formatter.encode(prompt, response).input_ids for prompt, response in table.items]
-    started = time.time()
-    output = _score_with_progress(model, sequences, batch_size, bf16, show_progress)
-    seconds = time.time() - started
-    modes = available_modes(model)
+    encoded = [formatter.encode(prompt, response) for prompt, response in loaded.table.items]
     report: dict[str, Any] = {
-        "modes": modes, "num_sequences": len(sequences), "scoring_seconds": round(seconds, 1),
-        "truncated_sequences": int(getattr(formatter, "num_truncated", 0)), "benchmarks": {},
+        "modes": chosen_modes, "attributes": list(getattr(model.config, "attributes", []) or []),
+        "num_sequences": len(encoded), "batch_size": batch_size, "precision": "bf16" if bf16 else "fp32",
+        "truncated_sequences": int(formatter.num_truncated), "max_length": int(model.config.max_length),
+        "benchmarks": {},
     }
-    pooled = output.pooled.numpy()
-    for items in loaded:
-        scorer = _benchmark(items.spec.kind)
-        entry: dict[str, Any] = {"kind": items.spec.kind, "path": items.spec.path, "items": len(items.rows),
-                                 "limit": items.spec.limit, "sample": items.spec.sample, "modes": {}}
-        used = sorted({i for row in items.rows for i in _indices(row)})
-        norms_mean, norms_var = hidden_state_norms(pooled[used])
-        entry["hidden_state_norm_mean"], entry["hidden_state_norm_variance"] = norms_mean, norms_var
-        entry["effective_rank"] = effective_rank(pooled[used])
-        for mode in modes:
-            rewards = reward_for_mode(output, mode).numpy()
-            rows = score_table(items, rewards)
-            result = scorer.score(rows)
-            if items.spec.kind in ("reward-bench", "pairs"):
-                chosen = np.array([r["chosen"] for r in rows])
-                rejected = np.array([r["rejected"] for r in rows])
-                result["ece"] = expected_calibration_error(chosen, rejected).to_dict()
-            entry["modes"][mode] = result
-        report["benchmarks"][items.spec.label] = entry
+    if not encoded:
+        return report
+    started = time.time()
+    output = score_sequences(model, [e.input_ids for e in encoded], batch_size, bf16, show_progress,
+                             "scoring benchmarks", [e.response_start for e in encoded])
+    report["scoring_seconds"] = round(time.time() - started, 1)
+    arrays = ScoredArrays(
+        rewards={mode: reward_for_mode(output, mode).double().numpy() for mode in chosen_modes},
+        pooled=output.pooled.double().numpy(),
+        attributes=None if output.attributes is None else output.attributes.double().numpy(),
+        gate_weights=None if output.gate_weights is None else output.gate_weights.double().numpy(),
+        attribute_names=report["attributes"],
+    )
+    for items in loaded.items:
+        label = items.spec.label
+        while label in report["benchmarks"]:  # the same file twice (e.g. two samples) keeps both
+            label += "'"
+        report["benchmarks"][label] = benchmark_entry(items, arrays)
     return report
 
 
+@dataclass
+class ScoredArrays:
+    """Per-sequence model outputs, indexed like the de-duplicated sequence table.
+
+    Attributes:
+        rewards: ``{mode: [num_sequences]}``.
+        pooled: ``[num_sequences, d]`` last-real-token hidden states.
+        attributes: ``[num_sequences, K]`` multi-head outputs, or None.
+        gate_weights: ``[num_sequences, K]`` gate weights, or None.
+    """
+
+    rewards: dict[str, np.ndarray]
+    pooled: np.ndarray
+    attributes: np.ndarray | None
+    gate_weights: np.ndarray | None
+    attribute_names: list[str]
+
+
+def benchmark_entry(items: BenchItems, arrays: ScoredArrays) -> dict[str, Any]:
+    """One benchmark's results: scores with CIs and diagnostics per mode, plus mode-free statistics."""
+    from smorm.eval import diagnostics
+    from smorm.eval.metrics import effective_rank, hidden_state_norms
+
+    kind = items.spec.kind
+    entry: dict[str, Any] = {"kind": kind, "path": items.spec.path, "items": len(items.rows),
+                             "limit": items.spec.limit, "sample": items.spec.sample, "seed": items.spec.seed,
+                             "modes": {}}
+    used = sorted({i for row in items.rows for i in _indices(row)})
+    entry["hidden_state_norm_mean"], entry["hidden_state_norm_variance"] = hidden_state_norms(arrays.pooled[used])
+    entry["effective_rank"] = effective_rank(arrays.pooled[used])
+    scorer = _benchmark(kind)
+    for mode, rewards in arrays.rewards.items():
+        rows = score_table(items, rewards)
+        result = scorer.score(rows)
+        result.update(diagnostics.pairwise_diagnostics(kind, rows))  # ECE dict replaces the pairs' float
+        entry["modes"][mode] = result
+    responses = diagnostics.benchmark_response_indices(kind, items.rows)
+    if arrays.attributes is not None and responses is not None:
+        entry["attribute_means"] = diagnostics.attribute_means(arrays.attributes, *responses, arrays.attribute_names)
+        if kind == "rm-bench":
+            # Tables 12-13 of 000 split comparisons by whether the multi-objective reward (L) got them right
+            decisive = arrays.rewards.get("L", arrays.attributes.mean(axis=1))
+            entry["attribute_difference_stats"] = diagnostics.rm_bench_attribute_stats(
+                items.rows, arrays.attributes, decisive, arrays.attribute_names)
+            entry["attribute_difference_stats_decided_by"] = "L"
+    if arrays.gate_weights is not None:
+        entry["gate_weight_means"] = diagnostics.gate_weight_means(arrays.gate_weights, used, arrays.attribute_names)
+    return entry
+
+
 def _benchmark(kind: str) -> Any:
+    import smorm.eval.benchmarks  # noqa: F401 - registers the benchmarks
     from smorm.registry import BENCHMARKS
 
     return BENCHMARKS.get(kind)
@@ -208,26 +346,24 @@ def _indices(row: dict[str, Any]) -> list[int]:
     return out
 
 
-def _score_with_progress(model: Any, sequences: list[list[int]], batch_size: int, bf16: bool,
-                         show_progress: bool) -> Any:
-    """Score in chunks so a progress bar can move; results keep input order."""
-    from tqdm.auto import tqdm
+def headline(entry: dict[str, Any], mode: str) -> tuple[float | None, list[float] | None]:
+    """The one number per benchmark and mode shown in tables, with its 95% CI.
 
-    from smorm.types import RewardOutput
+    RewardBench / RM-Bench: the overall score; pairs: accuracy; ranked: mean Kendall tau-b
+    (best-of accuracy when no reference scores were given).
+    """
+    result = entry["modes"][mode]
+    if entry["kind"] in ("reward-bench", "rm-bench"):
+        return result["score"], result.get("ci") or result.get("score_ci")
+    if entry["kind"] == "pairs":
+        return result["accuracy"], result.get("ci")
+    if result.get("kendall_tau_b") is not None:
+        return result["kendall_tau_b"], result.get("kendall_tau_b_ci")
+    return result.get("best_of_accuracy"), result.get("best_of_accuracy_ci")
 
-    chunk = max(batch_size * 8, 1)
-    parts = []
-    with tqdm(total=len(sequences), desc="scoring benchmarks", unit="seq", disable=not show_progress) as bar:
-        for start in range(0, len(sequences), chunk):
-            parts.append(model.score_token_ids(sequences[start : start + chunk], batch_size=batch_size,
-                                               autocast_bf16=bf16))
-            bar.update(len(sequences[start : start + chunk]))
 
-    def cat(name: str) -> torch.Tensor | None:
-        values = [getattr(p, name) for p in parts]
-        return None if not values or values[0] is None else torch.cat(values)
-
-    return RewardOutput(single=cat("single"), attributes=cat("attributes"), pooled=cat("pooled"))  # type: ignore[arg-type]
+# ---------------------------------------------------------------------------------------
+# a run, a model folder or a hub id -> report files
 
 
 @dataclass
@@ -238,24 +374,75 @@ class EvalReport:
     markdown_path: Path
 
 
-def headline(entry: dict[str, Any], mode: str) -> tuple[float, list[float] | None]:
-    """The one number per benchmark and mode shown in tables, with its 95% CI."""
-    result = entry["modes"][mode]
-    if entry["kind"] in ("reward-bench", "rm-bench"):
-        return result["score"], result.get("ci") or result.get("score_ci")
-    if entry["kind"] == "pairs":
-        return result["accuracy"], result.get("ci")
-    return result.get("kendall_tau_b") or 0.0, result.get("kendall_tau_b_ci")
+def _looks_like_hub_id(reference: str) -> bool:
+    """``owner/name`` that is not a local path (hub ids never start with ``.``, ``/`` or ``~``)."""
+    return reference.count("/") == 1 and not reference.startswith((".", "/", "~")) and not Path(reference).exists()
 
 
-def evaluate_run(run: Path, specs: list[BenchSpec], out_dir: Path, batch_size: int = 16, bf16: bool = False,
-                 show_progress: bool = True) -> EvalReport:
-    """Load a run's model, evaluate it, write report.json / report.md (+ plots) into ``out_dir``."""
+def model_folder(run: str | Path) -> Path:
+    """A run folder's ``model/``, else the folder itself."""
+    run = Path(run)
+    return run / "model" if (run / "model").is_dir() else run
+
+
+def load_scorer_for(run: str | Path, hf: bool | None = None, max_length: int | None = None) -> tuple[Any, str]:
+    """The scorer for a run folder, smorm model folder, HF sequence-classifier folder or hub id.
+
+    Args:
+        hf: True: load as ``AutoModelForSequenceClassification``; False: as a smorm model;
+            None: detect (a folder with a sequence-classification ``config.json`` and no
+            ``smorm_config.json``, or an ``owner/name`` that is not a local path).
+        max_length: token budget override (default: the model's own).
+
+    Returns:
+        The scorer and the folder or id it was loaded from.
+    """
+    from smorm.eval.hf_model import is_sequence_classifier_folder, load_hf_reward_model
+
+    reference = str(run)
+    folder = model_folder(run)
+    if hf is None:
+        hf = _looks_like_hub_id(reference) or is_sequence_classifier_folder(folder)
+    if hf:
+        source = str(folder) if folder.exists() else reference
+        return load_hf_reward_model(source, max_length=max_length), source
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{reference}: no such run or model folder (for a hub model id pass --hf)")
+    # An ensemble / Baseline SM folder is loaded by the composite module when it exists.
+    if importlib.util.find_spec("smorm.models.composite") is not None:
+        from smorm.models.composite import load_scorer
+
+        model = load_scorer(folder)
+    else:
+        from smorm.models.reward_model import RewardModel
+
+        model = RewardModel.from_pretrained(folder)
+    if max_length is not None:
+        model.config.max_length = max_length
+    return model, str(folder)
+
+
+def evaluate_run(run: str | Path, specs: list[BenchSpec], out_dir: Path, batch_size: int = 16, bf16: bool = False,
+                 show_progress: bool = True, *, hf: bool | None = None, max_length: int | None = None,
+                 theory: bool = False, theory_sample: int = 200, theory_seed: int = 0,
+                 theory_ridge: float = 1e-3, modes: list[str] | None = None) -> EvalReport:
+    """Evaluate a model on benchmarks (and, with ``theory``, check Theorem 1 on its training data);
+    write report.json, report.md and plots into ``out_dir``.
+
+    All data (benchmarks, and the run's D_S / D_M for ``theory``) is read and validated before the
+    model is loaded.
+    """
     from smorm.eval.report import write_reports
-    from smorm.models.reward_model import RewardModel
+    from smorm.eval.theory import load_theory_data, run_theorem1
 
-    model_dir = run / "model" if (run / "model").is_dir() else run
-    model = RewardModel.from_pretrained(model_dir)
-    report = evaluate_model(model, specs, batch_size=batch_size, bf16=bf16, show_progress=show_progress)
-    report["model"] = str(model_dir)
+    if not specs and not theory:
+        raise ValueError("nothing to do: give at least one benchmark (--bench KIND:PATH) or --theory")
+    loaded = load_benchmarks(specs)
+    theory_data = load_theory_data(run, theory_sample, theory_seed) if theory else None
+    model, source = load_scorer_for(run, hf=hf, max_length=max_length)
+    report = evaluate_loaded(model, loaded, batch_size, bf16, show_progress, modes)
+    report["model"] = source
+    report["scorer"] = type(model).__name__
+    if theory_data is not None:
+        report["theory"] = run_theorem1(model, theory_data, batch_size, bf16, theory_ridge, show_progress)
     return write_reports(report, Path(out_dir))

@@ -1,7 +1,9 @@
 """RewardModel: a Hugging Face backbone, a ``ModuleDict`` of heads, last-real-token pooling.
 
 One forward pass gives every head's output (000 Sec. 3: SMORM reads both heads off one shared
-embedding). Inference modes: F = single head, L = mean of the attribute head, M = mean of F and L.
+embedding). Inference modes: F = single head, L = mean of the attribute head, M = mean of F and L,
+G = the ArmoRM gate over the attributes (004 Sec. 3.2; head ``gate``, see :mod:`smorm.gating`), which
+reads the hidden state at the prompt's last token from the same forward pass.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from torch import nn
 from smorm.models.heads import build_head
 from smorm.types import Message, RewardOutput
 
-MODES = ("F", "L", "M")
+MODES = ("F", "L", "M", "G")
+GATE_HEAD = "gate"
 CONFIG_NAME = "smorm_config.json"
 HEADS_NAME = "heads.safetensors"
 DELTA_NAME = "backbone_delta.safetensors"
@@ -37,8 +40,9 @@ class RewardModelConfig:
         backbone: the backbone reference as the user gave it (short name, hub id, folder, .gguf).
         attributes: names of the multi head's outputs, in order.
         rating_scales: ``{source: {attribute: [lo, hi]}}`` used to rescale ratings to [0, 1].
-        heads: ``{head_name: {"kind": "linear" | "mlp", "out": int, ...options}}``.
-        mode: default inference mode, one of F, L, M.
+        heads: ``{head_name: {"kind": "linear" | "mlp", "out": int, ...options}}``; the head named
+            ``gate`` is the ArmoRM gate (``{"kind": "gate", "hidden_sizes", "dropout", "beta_init"}``).
+        mode: default inference mode, one of F, L, M, G.
         max_length: token budget used when formatting prompt + response.
         is_decoder: causal backbone (True) or encoder (False).
         backbone_weights: how the folder stores the backbone: ``full`` (a HF folder in ``backbone/``),
@@ -76,9 +80,10 @@ class Scores:
     single: list[float] | None
     attributes: dict[str, list[float]]
     gate_weights: list[list[float]] | None = None
+    gated: list[float] | None = None
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per response: ``reward``, ``F``/``L``/``M`` where defined, each attribute."""
+        """One dict per response: ``reward``, ``F``/``L``/``M``/``G`` where defined, each attribute."""
         rows: list[dict[str, Any]] = []
         for i, reward in enumerate(self.reward):
             row: dict[str, Any] = {"reward": reward, "mode": self.mode}
@@ -90,6 +95,8 @@ class Scores:
                 if self.single is not None:
                     row["M"] = 0.5 * (self.single[i] + mean_attr)
                 row["attributes"] = {name: vals[i] for name, vals in self.attributes.items()}
+            if self.gated is not None:
+                row["G"] = self.gated[i]
             if self.gate_weights is not None:
                 row["gate_weights"] = dict(zip(self.attributes, self.gate_weights[i]))
             rows.append(row)
@@ -119,10 +126,34 @@ def pool_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
 
 
+def prompt_positions(attention_mask: torch.Tensor, prompt_last_index: torch.Tensor) -> torch.Tensor:
+    """Padded positions of each row's last prompt token, whatever the padding side.
+
+    Args:
+        attention_mask: ``[N, T]`` with 1 on real tokens.
+        prompt_last_index: ``[N]`` index of the prompt's last token counted from the row's first real
+            token (``EncodedSequence.response_start - 1``).
+    Returns:
+        ``[N]`` long positions into the padded rows.
+    """
+    lengths = attention_mask.long().sum(-1)
+    index = prompt_last_index.to(device=attention_mask.device, dtype=torch.long)
+    if index.shape != lengths.shape:
+        raise ValueError(f"prompt_last_index has shape {tuple(index.shape)}, expected ({lengths.shape[0]},)")
+    if bool(((index < 0) | (index >= lengths)).any()):
+        raise ValueError("prompt_last_index must lie inside each row's real tokens")
+    leading_padding = (attention_mask.long().cumsum(-1) == 0).sum(-1)
+    return leading_padding + index
+
+
 def reward_for_mode(output: RewardOutput, mode: str) -> torch.Tensor:
-    """``[N]`` reward of an inference mode (000 Sec. 3: SMORM-F, -L, -M)."""
+    """``[N]`` reward of an inference mode (000 Sec. 3: SMORM-F, -L, -M; 004 Sec. 3.2: G)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "G":
+        if GATE_HEAD not in output.extra:
+            raise ValueError("mode G needs the gate head, which this model does not have (train one with `smorm gate`)")
+        return output.extra[GATE_HEAD]
     if mode == "F":
         if output.single is None:
             raise ValueError("mode F needs the single-objective head, which this model does not have")
@@ -151,8 +182,13 @@ class RewardModel(nn.Module):
         self.tokenizer = tokenizer
         self.config = config
         hidden_size = int(backbone.config.hidden_size)
-        heads = {}
+        heads: dict[str, nn.Module] = {}
         for name, spec in config.heads.items():
+            if name == GATE_HEAD:
+                from smorm.gating.head import build_gate_head
+
+                heads[name] = build_gate_head(hidden_size, len(config.attributes), spec)
+                continue
             spec = dict(spec)
             kind = spec.pop("kind", "linear")
             out = int(spec.pop("out", len(config.attributes) if name == "multi" else 1))
@@ -160,6 +196,8 @@ class RewardModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         if "multi" in self.heads and not config.attributes:
             raise ValueError("a multi head needs attribute names (config.attributes is empty)")
+        if GATE_HEAD in self.heads and "multi" not in self.heads:
+            raise ValueError("a gate head weighs the multi head's attributes; this model has no multi head")
         self.upper_trunk: nn.Module | None = None  # set by smorm.models.trunk for top_k mode
         base = self.base_model
         self._accepts_position_ids = "position_ids" in inspect.signature(base.forward).parameters
@@ -183,17 +221,33 @@ class RewardModel(nn.Module):
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)
         return self.base_model(**kwargs).last_hidden_state
 
-    def heads_forward(self, pooled: torch.Tensor) -> RewardOutput:
-        """Apply every head to ``pooled [N, d]``."""
+    def heads_forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None = None) -> RewardOutput:
+        """Apply every head to ``pooled [N, d]``; the gate also reads ``prompt_pooled [N, d]``.
+
+        With a prompt feature, ``extra["prompt_pooled"]`` holds it; with a gate, ``extra["gate"]`` is the
+        gated reward ``[N]`` and ``gate_weights`` its ``[N, K]`` weights.
+        """
         pooled = pooled.to(self._head_dtype())
         single = self.heads["single"](pooled).squeeze(-1) if "single" in self.heads else None
         attributes = self.heads["multi"](pooled) if "multi" in self.heads else None
         extra = {
             name: head(pooled).squeeze(-1)
             for name, head in self.heads.items()
-            if name not in ("single", "multi")
+            if name not in ("single", "multi", GATE_HEAD)
         }
-        return RewardOutput(single=single, attributes=attributes, pooled=pooled, extra=extra)
+        gate_weights = None
+        if prompt_pooled is not None:
+            extra["prompt_pooled"] = prompt_pooled
+        if GATE_HEAD in self.heads:
+            if prompt_pooled is None:
+                raise ValueError(
+                    "this model has a gate (mode G), which reads the prompt's last token: pass "
+                    "prompt_last_index (EncodedSequence.response_start - 1 per row) or prompt_pooled to "
+                    "forward, or response_starts to score_token_ids"
+                )
+            extra[GATE_HEAD], gate_weights = self.heads[GATE_HEAD](prompt_pooled, attributes)
+        return RewardOutput(single=single, attributes=attributes, pooled=pooled, gate_weights=gate_weights,
+                            extra=extra)
 
     def _head_dtype(self) -> torch.dtype:
         for parameter in self.heads.parameters():
@@ -207,6 +261,8 @@ class RewardModel(nn.Module):
         hidden_states: torch.Tensor | None = None,
         pooled: torch.Tensor | None = None,
         return_hidden: bool = False,
+        prompt_last_index: torch.Tensor | None = None,
+        prompt_pooled: torch.Tensor | None = None,
     ) -> RewardOutput:
         """Score sequences.
 
@@ -216,9 +272,14 @@ class RewardModel(nn.Module):
             hidden_states: ``[N, T, d]`` cached output of the frozen lower layers (top_k mode).
             pooled: ``[N, d]`` cached final pooled features (frozen mode): heads only.
             return_hidden: also return the last hidden states ``[N, T, d]`` in ``extra["hidden"]``.
+            prompt_last_index: ``[N]`` index of each row's last prompt token, counted from its first
+                real token (``response_start - 1``); the gate reads the hidden state there. Causal
+                backbones only: that state has seen the prompt alone (004 Sec. 3.2).
+            prompt_pooled: ``[N, d]`` the prompt feature computed elsewhere (cached, or a prompt-only
+                pass for an encoder, whose states at the prompt have seen the response).
         """
         if pooled is not None:
-            return self.heads_forward(pooled)
+            return self.heads_forward(pooled, prompt_pooled)
         if attention_mask is None:
             raise ValueError("attention_mask is required unless pooled features are given")
         if hidden_states is not None:
@@ -229,7 +290,15 @@ class RewardModel(nn.Module):
             if input_ids is None:
                 raise ValueError("give input_ids, hidden_states or pooled")
             last_hidden = self.encode(input_ids, attention_mask)
-        output = self.heads_forward(pool_last_token(last_hidden, attention_mask))
+        if prompt_pooled is None and prompt_last_index is not None:
+            if not self.config.is_decoder:
+                raise ValueError(
+                    "an encoder's hidden state at the prompt's last token has seen the response: give "
+                    "prompt_pooled from a prompt-only pass (score_token_ids does this) instead of prompt_last_index"
+                )
+            positions = prompt_positions(attention_mask, prompt_last_index)
+            prompt_pooled = last_hidden[torch.arange(last_hidden.shape[0], device=last_hidden.device), positions]
+        output = self.heads_forward(pool_last_token(last_hidden, attention_mask), prompt_pooled)
         if return_hidden:
             output.extra["hidden"] = last_hidden
         return output
@@ -252,33 +321,64 @@ class RewardModel(nn.Module):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         mode = mode or self.config.mode
         formatter = Formatter(self.tokenizer, self.config.max_length)
-        sequences = [
-            formatter.encode(p if isinstance(p, list) else [{"role": "user", "content": p}], r).input_ids
+        encoded = [
+            formatter.encode(p if isinstance(p, list) else [{"role": "user", "content": p}], r)
             for p, r in zip(prompts, responses)
         ]
-        outputs = self.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16)
+        outputs = self.score_token_ids(
+            [e.input_ids for e in encoded], batch_size=batch_size, autocast_bf16=autocast_bf16,
+            response_starts=[e.response_start for e in encoded],
+        )
         return scores_from_output(outputs, mode, self.config.attributes)
 
     @torch.no_grad()
     def score_token_ids(
-        self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False
+        self,
+        sequences: Sequence[list[int]],
+        batch_size: int = 16,
+        autocast_bf16: bool = False,
+        response_starts: Sequence[int] | None = None,
+        with_prompt_features: bool = False,
     ) -> RewardOutput:
-        """Run token sequences through the model in length-sorted batches; rows come back in input order."""
+        """Run token sequences through the model in length-sorted batches; rows come back in input order.
+
+        Args:
+            sequences: token ids of prompt + response, as :class:`~smorm.data.formatting.Formatter` gives.
+            response_starts: ``EncodedSequence.response_start`` of each sequence; required when the model
+                has a gate, which reads the prompt's last token (``response_start - 1``).
+            with_prompt_features: also return the prompt features ``[N, d]`` in ``extra["prompt_pooled"]``
+                (computed whenever a gate exists).
+        """
         from smorm.data.collate import collate_sequences
 
+        need_prompt = with_prompt_features or GATE_HEAD in self.heads
+        if need_prompt and response_starts is None:
+            raise ValueError(
+                "this model has a gate (mode G): pass response_starts (EncodedSequence.response_start of "
+                "each sequence) so the gate can read the prompt's last token"
+                if GATE_HEAD in self.heads else "with_prompt_features needs response_starts"
+            )
+        if response_starts is not None and len(response_starts) != len(sequences):
+            raise ValueError(f"{len(sequences)} sequences but {len(response_starts)} response_starts")
         was_training = self.training
         self.eval()
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         pad_id = self.tokenizer.pad_token_id
-        singles, attributes, pooled, extras = [], [], [], []
+        singles, attributes, pooled, weights, extras = [], [], [], [], []
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = collate_sequences([sequences[i] for i in chunk], pad_id, padding_side="right")
+            prompt: dict[str, torch.Tensor] = {}
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-                out = self(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                if need_prompt:
+                    assert response_starts is not None
+                    starts = [response_starts[i] for i in chunk]
+                    prompt = self._prompt_inputs([sequences[i] for i in chunk], starts, pad_id)
+                out = self(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **prompt)
             singles.append(None if out.single is None else out.single.float())
             attributes.append(None if out.attributes is None else out.attributes.float())
             pooled.append(out.pooled.float())
+            weights.append(None if out.gate_weights is None else out.gate_weights.float())
             extras.append({k: v.float() for k, v in out.extra.items()})
         self.train(was_training)
         inverse = torch.empty(len(order), dtype=torch.long)
@@ -293,8 +393,29 @@ class RewardModel(nn.Module):
             single=gather(singles),
             attributes=gather(attributes),
             pooled=gather(pooled),  # type: ignore[arg-type]
+            gate_weights=gather(weights),
             extra={k: gather([e[k] for e in extras]) for k in (extras[0] if extras else {})},  # type: ignore[misc]
         )
+
+    def _prompt_inputs(self, sequences: list[list[int]], response_starts: list[int], pad_id: int
+                       ) -> dict[str, torch.Tensor]:
+        """What ``forward`` needs to find the prompt feature of each row.
+
+        Causal backbone: the index of the prompt's last token in the same sequence (its state has seen
+        only the prompt, so the feature is free, 004 Sec. 3.2). Encoder: a second, prompt-only pass
+        (``[prefix] prompt [suffix]``) pooled at its last token, because there every state sees the response.
+        A prompt cut away entirely by truncation falls back to the first token.
+        """
+        if self.config.is_decoder:
+            return {"prompt_last_index": torch.tensor([max(s - 1, 0) for s in response_starts], dtype=torch.long)}
+        from smorm.data.collate import collate_sequences
+        from smorm.data.formatting import added_special_tokens
+
+        _, suffix = added_special_tokens(self.tokenizer)
+        prompts = [ids[: max(s, 1)] + suffix for ids, s in zip(sequences, response_starts)]
+        batch = collate_sequences(prompts, pad_id, padding_side="right")
+        hidden = self.encode(batch.input_ids, batch.attention_mask)
+        return {"prompt_pooled": pool_last_token(hidden, batch.attention_mask)}
 
     # ---------------------------------------------------------------- save / load
 
@@ -390,4 +511,5 @@ def scores_from_output(output: RewardOutput, mode: str, attribute_names: list[st
         single=None if output.single is None else output.single.tolist(),
         attributes=attributes,
         gate_weights=None if output.gate_weights is None else output.gate_weights.tolist(),
+        gated=output.extra[GATE_HEAD].tolist() if GATE_HEAD in output.extra else None,
     )

@@ -1,13 +1,17 @@
 """Which records each optimizer step sees: D_S and D_M batched independently.
 
 An epoch is a pass over D_S in length-grouped, shuffled batches; D_M is cycled alongside (a new
-shuffle each cycle). The schedule is a pure function of (seed, micro-step index), so a resumed run
-sees exactly the batches an uninterrupted run would.
+shuffle each cycle). With ``train.balance_sources`` (MORE, 003 Sec. 4 and App. C) every pair batch
+instead takes an equal share from each pair source, each source cycled on its own. The schedule
+is a pure function of (seed, micro-step index), so a resumed run sees exactly the batches an
+uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -39,15 +43,31 @@ class StepPlan:
     world_size: int
     pair_lengths: list[int] = field(default_factory=list, repr=False)
     rating_lengths: list[int] = field(default_factory=list, repr=False)
+    source_members: list[list[int]] = field(default_factory=list, repr=False)
+    """With balance_sources: the pair indices of each source (empty list: batches are not balanced)."""
 
     @property
     def steps_per_epoch(self) -> float:
         return self.micro_per_epoch / self.grad_accum
 
     @classmethod
-    def build(cls, train: TrainConfig, num_pairs: int, num_ratings: int, world_size: int) -> StepPlan:
+    def build(cls, train: TrainConfig, num_pairs: int, num_ratings: int, world_size: int,
+              pair_source_ids: Sequence[int] | None = None) -> StepPlan:
+        """The step schedule of a run.
+
+        Args:
+            train: the run's train config.
+            num_pairs: |D_S|.
+            num_ratings: |D_M|.
+            world_size: number of processes.
+            pair_source_ids: ``[num_pairs]`` source index of each pair; needed for ``train.balance_sources``.
+        """
         if num_pairs == 0 and num_ratings == 0:
             raise ValueError("no training data: both data.pairs and data.ratings are empty")
+        source_members = (
+            source_groups(pair_source_ids, num_pairs, train.pair_batch_size)
+            if train.balance_sources and num_pairs else []
+        )
         if num_pairs:
             micro_per_epoch = math.ceil(num_pairs / train.pair_batch_size)
         else:
@@ -58,7 +78,68 @@ class StepPlan:
             total_steps = train.max_steps
             total_micro = total_steps * train.grad_accum
         return cls(num_pairs, num_ratings, train.pair_batch_size, train.rating_batch_size, micro_per_epoch,
-                   total_micro, total_steps, train.grad_accum, world_size)
+                   total_micro, total_steps, train.grad_accum, world_size, source_members=source_members)
+
+
+def source_groups(pair_source_ids: Sequence[int] | None, num_pairs: int, batch_size: int) -> list[list[int]]:
+    """Pair indices grouped by source (in source-id order), checked for balanced batching."""
+    if pair_source_ids is None:
+        raise ValueError("train.balance_sources needs the source of every pair (StepPlan.build(pair_source_ids=...))")
+    if len(pair_source_ids) != num_pairs:
+        raise ValueError(f"pair_source_ids has {len(pair_source_ids)} entries for {num_pairs} pairs")
+    groups: dict[int, list[int]] = {}
+    for index, source in enumerate(pair_source_ids):
+        groups.setdefault(int(source), []).append(index)
+    members = [groups[source] for source in sorted(groups)]
+    if batch_size < len(members):
+        raise ValueError(
+            f"train.balance_sources: train.pair_batch_size ({batch_size}) is smaller than the number of pair "
+            f"sources ({len(members)}); every source needs at least one pair per batch"
+        )
+    return members
+
+
+def source_shares(num_sources: int, batch_size: int, micro: int) -> tuple[list[int], list[int]]:
+    """How many pairs each source gives to micro-batch ``micro``, and how many it gave before it.
+
+    Each source gets ``batch_size // num_sources`` pairs; the ``batch_size % num_sources`` left-over
+    slots go round-robin over the sources, so over many steps every source gets the same share and
+    the batch size never changes. Both lists are closed-form in ``micro`` (resumable).
+
+    Returns:
+        ``(shares [S], consumed [S])``: pairs of each source in this batch, and in all earlier ones.
+    """
+    base, extra = divmod(batch_size, num_sources)
+    start = micro * extra  # the round-robin slot counter before this step
+    # Source s got the slots k < start with k % S == s: ceil((start - s) / S) of them (never negative).
+    consumed = [micro * base + (start - s + num_sources - 1) // num_sources for s in range(num_sources)]
+    shares = [base] * num_sources
+    for slot in range(start, start + extra):
+        shares[slot % num_sources] += 1
+    return shares, consumed
+
+
+@lru_cache(maxsize=64)
+def _source_order(size: int, seed: int, source: int, cycle: int) -> tuple[int, ...]:
+    # A string seed goes through SHA-512 in `random`, so orders do not depend on PYTHONHASHSEED.
+    order = list(range(size))
+    random.Random(f"balance:{seed}:{source}:{cycle}").shuffle(order)
+    return tuple(order)
+
+
+def balanced_pair_batch(members: list[list[int]], batch_size: int, micro: int, seed: int) -> list[int]:
+    """The global pair batch of micro-step ``micro`` with an equal share from each source (MORE, 003 App. C).
+
+    Each source is an endless stream of its pairs, reshuffled (seeded) at every pass; a batch takes the
+    next ``share`` pairs of every stream, sources in id order.
+    """
+    shares, consumed = source_shares(len(members), batch_size, micro)
+    batch: list[int] = []
+    for source, (pairs, share, start) in enumerate(zip(members, shares, consumed, strict=True)):
+        for position in range(start, start + share):
+            cycle, offset = divmod(position, len(pairs))
+            batch.append(pairs[_source_order(len(pairs), seed, source, cycle)[offset]])
+    return batch
 
 
 def grouped_batches(lengths: tuple[int, ...], batch_size: int, seed: int) -> list[list[int]]:
@@ -85,7 +166,11 @@ def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
     pair_idx: list[int] = []
     rating_idx: list[int] = []
     global_pairs = global_ratings = 0
-    if plan.num_pairs:
+    if plan.num_pairs and plan.source_members:
+        batch = balanced_pair_batch(plan.source_members, plan.pair_batch_size, micro, seed)
+        pair_idx = batch[rank :: plan.world_size]
+        global_pairs = len(batch)
+    elif plan.num_pairs:
         if not plan.pair_lengths:
             plan.pair_lengths = [len(x) for x in chosen]
         epoch, position = divmod(micro, plan.micro_per_epoch)

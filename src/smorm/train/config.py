@@ -76,6 +76,11 @@ class TrainConfig(Strict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     pair_batch_size: int = Field(16, ge=1, description="pairs per step (Table 10: 16)")
     rating_batch_size: int = Field(16, ge=1, description="rated responses per step")
+    balance_sources: bool = Field(
+        False,
+        description="give every pair source an equal share of each pair batch (MORE, 003 App. C: "
+        "5 sources x 16); each source is cycled on its own, an epoch is still |D_S| / pair_batch_size steps",
+    )
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     lr: float = Field(5e-6, gt=0, description="AdamW learning rate (Table 10: 5e-6)")
     head_lr: float | None = Field(None, gt=0, description="learning rate for heads (default: lr)")

@@ -90,7 +90,7 @@ class Trainer:
         if config.train.trunk in ("top_k", "frozen"):
             self.features = self._cache_features()
         self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
-                                   self.accelerator.num_processes)
+                                   self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         # The scheduler is not prepared: accelerate would step it once per process per step, which
