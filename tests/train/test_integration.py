@@ -32,6 +32,16 @@ def test_every_trainable_parameter_changes_and_losses_are_finite(tiny_llama_dir,
         for key in ("loss", "bt/loss", "regression/loss"):
             assert math.isfinite(row[key]), (key, row)
     assert (result.model_dir / "smorm_config.json").is_file()
+    # the saved model scores like the trained one in memory (LoRA merged, top_k delta, frozen reference)
+    from smorm.models.reward_model import RewardModel
+
+    trained = trainer.model_unwrapped.eval()
+    reloaded = RewardModel.from_pretrained(result.model_dir)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        assert torch.allclose(trained(input_ids=ids, attention_mask=mask).single,
+                              reloaded(input_ids=ids, attention_mask=mask).single, atol=1e-5)
     if trunk == "frozen":
         assert "share no trainable weights" in result.summary["note"]
 

@@ -292,9 +292,13 @@ class Trainer:
         model_dir = self.output_dir / "model"
         summary: dict[str, Any] = {}
         if self.is_main:
+            backbone_weights = None
             if self.config.train.trunk == "lora":
+                # merged LoRA weights end with requires_grad=False; save them whole, or they would be
+                # mistaken for the untouched base and dropped
                 merge_lora(model)
-            model.save_pretrained(model_dir)
+                backbone_weights = "full"
+            model.save_pretrained(model_dir, backbone_weights=backbone_weights)
             summary = {
                 "method": self.config.method,
                 "steps": self.plan.total_steps,

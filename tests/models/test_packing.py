@@ -1,0 +1,64 @@
+"""Shared-prompt packing gives the scores and gradients of separate prompt+response sequences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smorm.models.packing import gather_segments, pack_rows, packed_hidden_states
+from smorm.models.reward_model import pool_last_token
+from tests.models.test_reward_model import make_model, pad
+
+
+def test_mask_lets_each_response_see_the_prompt_and_itself_only():
+    packed = pack_rows([[1, 2]], [[[3, 4], [5]]], pad_id=0)
+    m = packed.attention_mask[0, 0].int().tolist()
+    assert packed.position_ids[0].tolist() == [0, 1, 2, 3, 2]
+    assert packed.last_index.tolist() == [[3, 4]]
+    assert m == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0],
+        [1, 1, 0, 0, 1],  # the second response does not see the first
+    ]
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_packed_scores_and_gradients_equal_two_sequence_forward(tiny_llama_dir, implementation):
+    model = make_model(tiny_llama_dir)
+    model.base_model.config._attn_implementation = implementation
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
+    chosen = [[20, 21, 22], [23]]
+    rejected = [[30, 31], [32, 33, 34, 35]]
+
+    packed = pack_rows(prompts, [[c, r] for c, r in zip(chosen, rejected)], model.tokenizer.pad_token_id)
+    pooled = gather_segments(packed_hidden_states(model.base_model, packed), packed)  # [2, 2, d]
+    packed_out = model.heads_forward(pooled.reshape(-1, pooled.shape[-1]))
+    packed_scores = packed_out.single.reshape(2, 2)
+    packed_scores.sum().backward()
+    packed_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    rows = [p + c for p, c in zip(prompts, chosen)] + [p + r for p, r in zip(prompts, rejected)]
+    ids, mask = pad(rows, model.tokenizer.pad_token_id, "right")
+    separate = model(input_ids=ids, attention_mask=mask).single  # [chosen0, chosen1, rejected0, rejected1]
+    separate.sum().backward()
+    separate_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    expected = torch.stack([separate[:2], separate[2:]], dim=1)
+    assert torch.allclose(packed_scores, expected, atol=1e-4)
+    assert packed_grads.keys() == separate_grads.keys()
+    for name in packed_grads:
+        assert torch.allclose(packed_grads[name], separate_grads[name], atol=1e-4), name
+    # and the packed row is shorter than the two sequences it replaces
+    assert packed.num_tokens < int(mask.sum())
+
+
+def test_pooling_helper_agrees_with_reward_model_pooling(tiny_llama_dir):
+    model = make_model(tiny_llama_dir)
+    ids, mask = pad([[5, 6, 7]], model.tokenizer.pad_token_id, "right")
+    hidden = model.encode(ids, mask)
+    packed = pack_rows([[5, 6]], [[[7]]], model.tokenizer.pad_token_id)
+    packed_pooled = gather_segments(packed_hidden_states(model.base_model, packed), packed)[:, 0]
+    assert torch.allclose(packed_pooled, pool_last_token(hidden, mask), atol=1e-5)
