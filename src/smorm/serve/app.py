@@ -1,0 +1,301 @@
+"""The scoring server: a FastAPI app around one RewardModel and one micro-batching worker.
+
+Endpoints:
+
+* ``POST /score``: ``{"items": [{"prompt" | "messages", "response"}], "mode"?}`` ->
+  ``{"mode", "results": [{"reward", "F", "L", "M", "attributes", "gate_weights"?}]}``, the same rows
+  ``smorm score`` writes.
+* ``POST /get_reward``: ``{"query": [full texts]}`` -> ``{"rewards": [...]}``, OpenRLHF's remote
+  reward-model protocol (``--remote_rm_url http://127.0.0.1:PORT/get_reward``).
+* ``GET /health`` (no token needed) and ``GET /info`` (backbone, attributes, modes, limits, counters).
+
+Every request is bounded before any work is done: body bytes (413), items per request and tokens
+per item (422), and waiting sequences (503). Errors are ``{"detail": "..."}`` naming the limit or
+field at fault. An optional bearer token is compared in constant time.
+"""
+
+import asyncio
+import hmac
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from smorm.data.formatting import EncodedSequence
+from smorm.models import reward_model as reward_model_module
+from smorm.serve.batcher import MicroBatcher, QueueFull
+from smorm.serve.inputs import ItemTooLong, QueryEncoder, TokenLimits, encode_items
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from smorm.models.reward_model import RewardModel
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass
+class ServeSettings:
+    """How the server runs and what it accepts.
+
+    Attributes:
+        host: interface to bind; loopback unless the user asks otherwise.
+        port: TCP port.
+        mode: default inference mode (F, L, M, ...); None = the model's own default.
+        max_batch_size: most sequences per model call.
+        max_wait_ms: how long the worker waits to fill a batch after the first request arrives.
+        max_queue: most sequences waiting at once; more -> 503.
+        max_body_bytes: largest request body; more -> 413.
+        max_items: most items (or queries) per request; more -> 422.
+        max_item_tokens: most tokens per item; more -> 422. None = the model's ``max_length``.
+        request_timeout_s: longest wait for a request's scores; more -> 504.
+        token: bearer token required on every endpoint but ``/health``; None = no token.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    mode: str | None = None
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024
+    max_body_bytes: int = 1 << 20
+    max_items: int = 64
+    max_item_tokens: int | None = None
+    request_timeout_s: float = 120.0
+    token: str | None = None
+
+    def validate(self) -> None:
+        for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_items"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"serve setting {name} must be positive, got {getattr(self, name)}")
+        if self.max_item_tokens is not None and self.max_item_tokens < 2:
+            raise ValueError(f"serve setting max_item_tokens must be at least 2, got {self.max_item_tokens}")
+        if self.max_items > self.max_queue:
+            raise ValueError(
+                f"max_items ({self.max_items}) exceeds max_queue ({self.max_queue}): a full-size request could never be queued"
+            )
+        if self.token is not None and not self.token.strip():
+            raise ValueError("the bearer token is empty; give a real token or none")
+
+
+def available_modes(model: "RewardModel") -> list[str]:
+    """The inference modes this model can answer, found by one forward pass on a short probe."""
+    probe = [[model.tokenizer.pad_token_id or 0, 1, 2]]
+    output = model.score_token_ids(probe, batch_size=1, response_starts=[2])
+    modes = []
+    for mode in reward_model_module.MODES:
+        try:
+            reward_model_module.reward_for_mode(output, mode)
+        except (ValueError, KeyError, NotImplementedError):
+            continue
+        modes.append(mode)
+    return modes
+
+
+def model_info(model: "RewardModel", modes: list[str], default_mode: str) -> dict[str, Any]:
+    config = model.config
+    return {
+        "backbone": config.backbone,
+        "attributes": list(config.attributes),
+        "heads": {name: dict(spec) for name, spec in config.heads.items()},
+        "modes": modes,
+        "default_mode": default_mode,
+        "max_length": config.max_length,
+        "is_decoder": config.is_decoder,
+    }
+
+
+def create_app(model: "RewardModel", settings: ServeSettings | None = None) -> "FastAPI":
+    """Build the FastAPI app; the scoring thread starts and stops with the app's lifespan.
+
+    Args:
+        model: a loaded reward model (it is put in eval mode and only ever run by the worker thread).
+        settings: limits and batching; defaults are :class:`ServeSettings`'s.
+    """
+    # No `from __future__ import annotations` in this module: FastAPI reads the endpoints'
+    # annotations (``request: Request``) at definition time, and Request is imported only here.
+    from fastapi import FastAPI, HTTPException, Request
+
+    settings = settings or ServeSettings()
+    settings.validate()
+    model.eval()
+    modes = available_modes(model)
+    default_mode = settings.mode or model.config.mode
+    if default_mode not in modes:
+        raise ValueError(f"mode {default_mode!r} is not available for this model; available: {', '.join(modes)}")
+    limits = TokenLimits(
+        max_item_tokens=settings.max_item_tokens or model.config.max_length,
+        model_max_length=model.config.max_length,
+    )
+    query_encoder = QueryEncoder(model.tokenizer, limits)
+
+    def score_sequences(sequences: list[EncodedSequence]) -> Any:
+        with torch.inference_mode():
+            return model.score_token_ids([s.input_ids for s in sequences], batch_size=settings.max_batch_size,
+                                         response_starts=[s.response_start for s in sequences])
+
+    batcher = MicroBatcher(score_sequences, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
+    info = model_info(model, modes, default_mode)
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.stop()
+
+    app = FastAPI(title="smorm reward model server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.batcher = batcher
+    app.state.settings = settings
+
+    def check_token(request: Request) -> None:
+        if settings.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest takes time independent of where the strings differ.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_json(request: Request) -> Any:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise HTTPException(400, f"Content-Length {declared!r} is not a number")
+            if int(declared) > limit:
+                raise HTTPException(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+                                         "(--max-body-bytes)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # a chunked body without Content-Length is cut off as soon as it is too big
+                raise HTTPException(413, f"request body exceeds the limit of {limit} bytes (--max-body-bytes)")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HTTPException(400, f"request body is not valid JSON: {error}") from None
+
+    def check_count(count: int, what: str) -> None:
+        if count > settings.max_items:
+            raise HTTPException(422, f"{count} {what} in one request exceeds the limit of {settings.max_items} "
+                                     "(--max-items); split the request")
+
+    async def run(sequences: list[EncodedSequence]) -> Any:
+        try:
+            return await asyncio.wait_for(batcher.submit(sequences), settings.request_timeout_s)
+        except QueueFull as error:
+            raise HTTPException(503, str(error), headers={"Retry-After": "1"}) from None
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"scoring took longer than {settings.request_timeout_s:g}s") from None
+        except Exception as error:  # noqa: BLE001 - a failed batch; the server keeps serving
+            raise HTTPException(500, f"scoring failed: {type(error).__name__}: {error}") from None
+
+    def parse(schema: Any, data: Any) -> Any:
+        from pydantic import ValidationError
+
+        from smorm.serve.schemas import describe_validation_error
+
+        try:
+            return schema.model_validate(data)
+        except ValidationError as error:
+            raise HTTPException(422, describe_validation_error(error)) from None
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "queued": batcher.pending}
+
+    @app.get("/info")
+    async def get_info(request: Request) -> dict[str, Any]:
+        check_token(request)
+        return {
+            **info,
+            "limits": {
+                "max_body_bytes": settings.max_body_bytes,
+                "max_items": settings.max_items,
+                "max_item_tokens": limits.max_item_tokens,
+                "max_queue": settings.max_queue,
+            },
+            "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms},
+            "stats": asdict(batcher.stats),
+            "uptime_s": round(time.time() - started, 1),
+        }
+
+    @app.post("/score")
+    async def score(request: Request) -> dict[str, Any]:
+        from smorm.models.reward_model import scores_from_output
+        from smorm.serve.schemas import ScoreRequest
+
+        check_token(request)
+        data = await read_json(request)
+        if isinstance(data, dict) and isinstance(data.get("items"), list):
+            check_count(len(data["items"]), "items")  # before validating a huge list item by item
+        body = parse(ScoreRequest, data)
+        mode = body.mode or default_mode
+        if mode not in modes:
+            raise HTTPException(422, f"mode {mode!r} is not available for this model; available: {', '.join(modes)}")
+        try:
+            sequences = encode_items(model.tokenizer, [item.prompt_value() for item in body.items],
+                                     [item.response for item in body.items], limits)
+        except ItemTooLong as error:
+            raise HTTPException(422, str(error)) from None
+        output = await run(sequences)
+        return {"mode": mode, "results": scores_from_output(output, mode, model.config.attributes).rows()}
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request) -> dict[str, Any]:
+        from smorm.models.reward_model import reward_for_mode
+        from smorm.serve.schemas import GetRewardRequest
+
+        check_token(request)
+        data = await read_json(request)
+        if isinstance(data, dict) and isinstance(data.get("query"), list):
+            check_count(len(data["query"]), "queries")
+        body = parse(GetRewardRequest, data)
+        try:
+            sequences = query_encoder.encode(body.query)
+        except ItemTooLong as error:
+            raise HTTPException(422, str(error).replace("items[", "query[")) from None
+        output = await run(sequences)
+        rewards = reward_for_mode(output, default_mode).tolist()
+        # OpenRLHF reads "rewards"; some of its versions read "scores" as well.
+        return {"rewards": rewards, "scores": rewards}
+
+    return app
+
+
+def warn_if_exposed(settings: ServeSettings) -> str | None:
+    """A warning when the server listens beyond loopback, louder without a token."""
+    if settings.host in LOOPBACK_HOSTS:
+        return None
+    if settings.token is None:
+        return (f"listening on {settings.host} WITHOUT a bearer token: anyone who can reach this port can use "
+                "the model; set --token (or SMORM_SERVE_TOKEN) or bind 127.0.0.1")
+    return f"listening on {settings.host}; requests need the bearer token"
+
+
+def run_server(model_dir: str, settings: ServeSettings, log_level: str = "info") -> None:
+    """Load the model in ``model_dir`` and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    from smorm.models.reward_model import RewardModel
+
+    model = RewardModel.from_pretrained(model_dir)
+    app = create_app(model, settings)
+    warning = warn_if_exposed(settings)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
