@@ -63,3 +63,14 @@ def test_losses_must_have_their_data():
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_odin_and_grm_setups_are_checked_before_training():
+    pairs = {"pairs": [{"path": "x"}]}
+    with pytest.raises(ValueError, match="'length' head"):
+        RunConfig.model_validate({"data": pairs, "losses": [{"name": "odin"}], "model": {"heads": {"single": {}}}})
+    with pytest.raises(ValueError, match="with_lm_head"):
+        RunConfig.model_validate({"data": pairs, "losses": [{"name": "grm_sft"}]})
+    with pytest.raises(ValueError, match="trunk full or lora"):
+        RunConfig.model_validate({"data": pairs, "losses": [{"name": "grm_dpo"}],
+                                  "model": {"with_lm_head": True}, "train": {"trunk": "top_k"}})

@@ -95,6 +95,7 @@ class TrainConfig(Strict):
     log_every: int = Field(1, ge=1)
     cache_dir: str | None = Field(None, description="feature cache folder (default: <output_dir>/cache)")
     cache_batch_size: int = Field(16, ge=1)
+    shared_prompt: bool = Field(False, description="encode each pair's prompt once (causal backbones; 4D mask)")
 
 
 class BenchConfig(Strict):
@@ -152,6 +153,17 @@ class RunConfig(Strict):
             raise ValueError("a rating loss needs a 'multi' head in model.heads")
         if "pairs" in needs and not any(h in self.model.heads for h in ("single", "multi")):
             raise ValueError("a pair loss needs a 'single' head in model.heads")
+        if "length_head" in needs and "length" not in self.model.heads:
+            raise ValueError("the odin loss needs a 'length' head in model.heads (the 'single' head is quality)")
+        if "lm" in needs:
+            if not self.model.with_lm_head:
+                raise ValueError("GRM losses need the LM head: set model.with_lm_head: true")
+            if self.train.trunk not in ("full", "lora"):
+                raise ValueError(f"GRM losses need trunk full or lora (token ids and hidden states), not {self.train.trunk}")
+        if self.train.shared_prompt and self.train.trunk not in ("full", "lora"):
+            raise ValueError("train.shared_prompt packs token ids: use it with trunk full or lora")
+        if self.train.shared_prompt and "lm" in needs:
+            raise ValueError("train.shared_prompt cannot be combined with GRM losses (they need unpacked hidden states)")
         return self
 
 

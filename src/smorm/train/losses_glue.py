@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from smorm.train.batches import StepIndices
 from smorm.train.config import RunConfig
@@ -33,22 +34,51 @@ def head_rewards(output: RewardOutput, head: str) -> torch.Tensor:
     return output.extra[head]
 
 
+LM_CHUNK_TOKENS = 512  # response tokens per LM-head chunk: [512, V] float logits, ~100 MB at V = 49k
+
+
 def response_logps(model: Any, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    prompt_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of the response tokens under the kept LM head (GRM).
 
-    Returns ``([N] summed log-prob, [N] number of response tokens)``. Sequences are right-padded.
+    Only the hidden states that predict a response token go through the LM head: the
+    vocabulary-wide logits of prompt and padding positions (``[N, T, V]`` floats, gigabytes at
+    T = 512) are never built. The response tokens go through in chunks under activation
+    checkpointing, so at most one chunk's ``[chunk, V]`` logits are alive, in forward and backward.
+
+    Args:
+        model: the RewardModel; its backbone must keep the LM head.
+        hidden: ``[N, T, d]`` last hidden states.
+        input_ids: ``[N, T]`` right-padded token ids.
+        attention_mask: ``[N, T]``.
+        prompt_lengths: ``N`` index of each row's first response token.
+
+    Returns:
+        ``([N] summed log-prob, [N] number of response tokens)``.
     """
     lm_head = model.backbone.get_output_embeddings()
     if lm_head is None:
         raise ValueError("GRM losses need the LM head: set model.with_lm_head: true")
-    logits = lm_head(hidden[:, :-1]).float()  # position t predicts token t+1
-    targets = input_ids[:, 1:]
-    token_logps = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-    positions = torch.arange(1, input_ids.shape[1], device=input_ids.device)
+    positions = torch.arange(1, input_ids.shape[1], device=input_ids.device)  # [T-1] predicted positions
     starts = torch.tensor(prompt_lengths, device=input_ids.device).unsqueeze(1)
-    mask = (positions.unsqueeze(0) >= starts) & attention_mask[:, 1:].bool()
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    mask = (positions.unsqueeze(0) >= starts) & attention_mask[:, 1:].bool()  # [N, T-1]
+    rows, cols = mask.nonzero(as_tuple=True)  # hidden state at t predicts token t+1
+    states, targets = hidden[rows, cols], input_ids[rows, cols + 1]  # [M, d], [M]: M response tokens
+    parts = []
+    for start in range(0, len(targets), LM_CHUNK_TOKENS):
+        chunk = (lm_head, states[start : start + LM_CHUNK_TOKENS], targets[start : start + LM_CHUNK_TOKENS])
+        if torch.is_grad_enabled():
+            parts.append(torch.utils.checkpoint.checkpoint(_token_logps, *chunk, use_reentrant=False))
+        else:
+            parts.append(_token_logps(*chunk))
+    token_logps = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    sums = token_logps.new_zeros(input_ids.shape[0]).index_add(0, rows, token_logps)
+    return sums, mask.sum(-1)
+
+
+def _token_logps(lm_head: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``[m, d], [m] -> [m]`` log-probability of each target token under the LM head."""
+    return -F.cross_entropy(lm_head(states).float(), targets, reduction="none")
 
 
 def compute_losses(config: RunConfig, model: Any, output: RewardOutput, data: TokenizedData,

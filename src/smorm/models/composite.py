@@ -1,0 +1,355 @@
+"""Reward models made of several trained models: seed ensembles and Baseline SM.
+
+* **Ensemble** (000 Sec. 5.1, App. G.1; Coste et al. 2024): k models trained with different seeds,
+  scored by the mean or the minimum of their rewards.
+* **Baseline SM** (000 Sec. 3): a SORM and a MORM trained separately and averaged at scoring time,
+  two forward passes per response: the system SMORM replaces by one backbone.
+
+A composite is a folder holding ``smorm_composite.json`` (member folders and the combination rule,
+written atomically); it points at its members and copies no weights. `load_scorer` opens either a
+plain model folder (a `RewardModel`) or a composite folder (a `CompositeScorer`) behind one scoring
+surface: ``.tokenizer``, ``.config`` (``max_length``, ``attributes``, ``mode``), ``.heads`` (names),
+``score_token_ids`` and ``score``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smorm.models.reward_model import (
+    CONFIG_NAME,
+    MODES,
+    RewardModel,
+    RewardModelConfig,
+    Scores,
+    reward_for_mode,
+)
+from smorm.types import Message, RewardOutput
+
+COMPOSITE_NAME = "smorm_composite.json"
+KINDS = ("ensemble", "baseline_sm")
+COMBINES = ("mean", "min")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CompositeSpec:
+    """What ``smorm_composite.json`` holds.
+
+    Attributes:
+        kind: ``ensemble`` or ``baseline_sm``.
+        combine: ``mean`` or ``min`` (Baseline SM is always ``mean``).
+        members: member model folders (run folders or their ``model/``), relative to the composite folder
+            unless absolute. Baseline SM: ``[sorm, morm]``.
+        roles: one label per member (``seed-0`` …, or ``sorm`` / ``morm``).
+        mode: the mode each member is scored in before a ``min`` (None: the members' own default mode).
+    """
+
+    kind: str
+    combine: str
+    members: list[str]
+    roles: list[str]
+    mode: str | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2) + "\n"
+
+
+@dataclass
+class CompositeConfig:
+    """The part of a model config the evaluator and ``smorm score`` read."""
+
+    max_length: int
+    attributes: list[str] = field(default_factory=list)
+    mode: str = "F"
+
+
+# ---------------------------------------------------------------- folders
+
+
+def model_dir(path: str | os.PathLike[str]) -> Path:
+    """A run folder's ``model/`` if it has one, else the folder itself."""
+    path = Path(path)
+    return path / "model" if (path / "model").is_dir() else path
+
+
+def is_composite(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / COMPOSITE_NAME).is_file()
+
+
+def member_config(path: Path) -> RewardModelConfig:
+    """A member's ``smorm_config.json`` (read without loading weights)."""
+    config_path = model_dir(path) / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path} is not a smorm model or run folder (no {CONFIG_NAME} in it or its model/)")
+    return RewardModelConfig.from_dict(json.loads(config_path.read_text()))
+
+
+def read_composite(folder: str | os.PathLike[str]) -> CompositeSpec:
+    """Read and check ``folder/smorm_composite.json``; errors name the file and the field."""
+    path = Path(folder) / COMPOSITE_NAME
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+    return parse_spec(raw, str(path))
+
+
+def parse_spec(raw: Any, source: str) -> CompositeSpec:
+    """Check a composite description (the parsed JSON); ``source`` names it in errors."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: the top level must be an object")
+    unknown = set(raw) - set(CompositeSpec.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {sorted(unknown)}")
+    for name in ("kind", "combine", "members", "roles"):
+        if name not in raw:
+            raise ValueError(f"{source}: field {name!r} is missing")
+    spec = CompositeSpec(**raw)
+    if spec.kind not in KINDS:
+        raise ValueError(f"{source}: field 'kind' must be one of {KINDS}, got {spec.kind!r}")
+    if spec.combine not in COMBINES:
+        raise ValueError(f"{source}: field 'combine' must be one of {COMBINES}, got {spec.combine!r}")
+    if spec.mode is not None and spec.mode not in MODES:
+        raise ValueError(f"{source}: field 'mode' must be one of {MODES} or null, got {spec.mode!r}")
+    if not isinstance(spec.members, list) or not all(isinstance(m, str) for m in spec.members):
+        raise ValueError(f"{source}: field 'members' must be a list of folder paths")
+    if not isinstance(spec.roles, list) or len(spec.roles) != len(spec.members):
+        raise ValueError(f"{source}: field 'roles' must have one entry per member")
+    if spec.kind == "baseline_sm" and (len(spec.members) != 2 or spec.combine != "mean"):
+        raise ValueError(f"{source}: a baseline_sm composite has exactly 2 members [sorm, morm] and combine 'mean'")
+    if spec.kind == "ensemble" and len(spec.members) < 2:
+        raise ValueError(f"{source}: field 'members': an ensemble needs at least 2 members")
+    return spec
+
+
+def member_paths(folder: str | os.PathLike[str], spec: CompositeSpec) -> list[Path]:
+    """Members' folders, relative paths resolved against the composite folder."""
+    return [(Path(folder) / member).resolve() for member in spec.members]
+
+
+def _stored_path(member: Path, folder: Path) -> str:
+    # Relative paths keep a composite and its members movable together.
+    return os.path.relpath(member.resolve(), folder.resolve())
+
+
+def write_composite(folder: str | os.PathLike[str], spec: CompositeSpec) -> Path:
+    """Check ``spec`` against its members, then write ``folder/smorm_composite.json`` atomically."""
+    from smorm.train.checkpoint import atomic_write_text
+
+    folder = Path(folder)
+    path = folder / COMPOSITE_NAME
+    spec = parse_spec(dict(spec.__dict__), str(path))
+    folders = member_paths(folder, spec)
+    surface(spec, [member_config(f) for f in folders], source=str(path))
+    check_same_tokenizer([model_dir(f) for f in folders], spec.roles)
+    atomic_write_text(path, spec.to_json())
+    return path
+
+
+def write_ensemble(
+    folder: str | os.PathLike[str], members: Sequence[str | os.PathLike[str]], combine: str = "mean",
+    mode: str | None = None, roles: Sequence[str] | None = None,
+) -> Path:
+    """Write an ensemble composite of ``members`` (000 App. G.1: 3 seeds, mean or min)."""
+    folder = Path(folder)
+    stored = [_stored_path(Path(m), folder) for m in members]
+    labels = list(roles) if roles is not None else [f"member-{i}" for i in range(len(stored))]
+    return write_composite(folder, CompositeSpec("ensemble", combine, stored, labels, mode))
+
+
+def write_baseline_sm(
+    folder: str | os.PathLike[str], sorm: str | os.PathLike[str], morm: str | os.PathLike[str]
+) -> Path:
+    """Write a Baseline SM composite: a SORM's F and a MORM's L, averaged (000 Sec. 3)."""
+    folder = Path(folder)
+    stored = [_stored_path(Path(sorm), folder), _stored_path(Path(morm), folder)]
+    return write_composite(folder, CompositeSpec("baseline_sm", "mean", stored, ["sorm", "morm"]))
+
+
+# ---------------------------------------------------------------- checks
+
+
+def tokenizer_signature(tokenizer: Any) -> str:
+    """A hash of everything that decides token ids: vocabulary, merges, normalisation, specials, template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        # Padding/truncation settings are runtime switches, not part of the tokenisation.
+        state.pop("padding", None)
+        state.pop("truncation", None)
+    else:
+        state = sorted(tokenizer.get_vocab().items())
+    payload = {
+        "backend": state,
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "specials": {name: str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "pad_token")},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_same_tokenizer(folders: Sequence[Path], roles: Sequence[str]) -> None:
+    """Members are scored on one set of token ids, so they must tokenise identically."""
+    from transformers import AutoTokenizer
+
+    signatures = [tokenizer_signature(AutoTokenizer.from_pretrained(f)) for f in folders]
+    check_signatures(signatures, [f"{role} ({folder})" for role, folder in zip(roles, folders, strict=True)])
+
+
+def check_signatures(signatures: Sequence[str], labels: Sequence[str]) -> None:
+    different = [label for label, sig in zip(labels, signatures, strict=True) if sig != signatures[0]]
+    if different:
+        raise ValueError(
+            f"composite members must share one tokenizer (vocabulary, specials and chat template); "
+            f"{', '.join(different)} differ from {labels[0]}"
+        )
+
+
+def surface(spec: CompositeSpec, configs: Sequence[RewardModelConfig], source: str = COMPOSITE_NAME
+            ) -> tuple[tuple[str, ...], CompositeConfig]:
+    """The heads and config a composite exposes; raises if the members cannot be combined as asked.
+
+    * ensemble, mean: the members' heads (all must have the same ones, the same attributes); each
+      head's output is the members' mean, so every mode of the ensemble is the mean of the members'
+      rewards in that mode (all three modes are linear in the heads).
+    * ensemble, min: one head, ``single`` = the minimum over members of their reward in ``mode``;
+      the min does not commute with the L/M averages, so no attribute modes are offered.
+    * baseline_sm: ``single`` = the SORM's F, ``multi`` = the MORM's attributes, default mode M =
+      their mean (the Baseline SM reward); F and L are the SORM and the MORM alone.
+    """
+    max_length = min(c.max_length for c in configs)
+    if spec.kind == "baseline_sm":
+        sorm, morm = configs
+        if "single" not in sorm.heads:
+            raise ValueError(f"{source}: member 'sorm' ({spec.members[0]}) has no single head")
+        if "multi" not in morm.heads:
+            raise ValueError(f"{source}: member 'morm' ({spec.members[1]}) has no multi head")
+        return ("single", "multi"), CompositeConfig(max_length, list(morm.attributes), "M")
+    modes = {c.mode for c in configs}
+    mode = spec.mode
+    if mode is None:
+        if len(modes) != 1:
+            raise ValueError(f"{source}: members default to different modes {sorted(modes)}; set field 'mode'")
+        mode = modes.pop()
+    heads = [tuple(h for h in ("single", "multi") if h in c.heads) for c in configs]
+    if spec.combine == "min":
+        for role, member_heads in zip(spec.roles, heads, strict=True):
+            needs = {"F": ("single",), "L": ("multi",), "M": ("single", "multi")}[mode]
+            if not set(needs) <= set(member_heads):
+                raise ValueError(f"{source}: member {role!r} has no {' and '.join(needs)} head for mode {mode}")
+        return ("single",), CompositeConfig(max_length, [], "F")
+    if len(set(heads)) != 1 or not heads[0]:
+        raise ValueError(f"{source}: ensemble members must have the same single/multi heads, got {heads}")
+    attributes = [list(c.attributes) for c in configs]
+    if "multi" in heads[0] and any(a != attributes[0] for a in attributes):
+        raise ValueError(f"{source}: ensemble members have different attributes {attributes}")
+    return heads[0], CompositeConfig(max_length, attributes[0] if "multi" in heads[0] else [], mode)
+
+
+# ---------------------------------------------------------------- combination (pure)
+
+
+def combine_ensemble(outputs: Sequence[RewardOutput], combine: str, mode: str = "F") -> RewardOutput:
+    """Combine k members' outputs on the same N sequences.
+
+    Args:
+        outputs: one `RewardOutput` per member, each ``single [N]``, ``attributes [N, K]``, ``pooled [N, d_i]``.
+        combine: ``mean`` (head by head) or ``min`` (of each member's reward in ``mode``).
+        mode: the members' mode for ``min``.
+
+    Returns:
+        ``single [N]``, ``attributes [N, K]`` (mean only, when every member has them), ``pooled [N, Σ d_i]``
+        (the members' features side by side).
+    """
+    pooled = torch.cat([o.pooled for o in outputs], dim=-1)
+    if combine == "min":
+        rewards = torch.stack([reward_for_mode(o, mode) for o in outputs])  # [k, N]
+        return RewardOutput(single=rewards.min(dim=0).values, attributes=None, pooled=pooled)
+    if combine != "mean":
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    singles = [o.single for o in outputs]
+    attributes = [o.attributes for o in outputs]
+    return RewardOutput(
+        single=torch.stack(singles).mean(dim=0) if all(s is not None for s in singles) else None,  # type: ignore[arg-type]
+        attributes=torch.stack(attributes).mean(dim=0) if all(a is not None for a in attributes) else None,  # type: ignore[arg-type]
+        pooled=pooled,
+    )
+
+
+def combine_baseline_sm(sorm: RewardOutput, morm: RewardOutput) -> RewardOutput:
+    """Baseline SM: the SORM's single head beside the MORM's attributes; mode M is their mean (000 Sec. 3)."""
+    if sorm.single is None or morm.attributes is None:
+        raise ValueError("baseline_sm needs the SORM's single head and the MORM's multi head")
+    return RewardOutput(single=sorm.single, attributes=morm.attributes,
+                        pooled=torch.cat([sorm.pooled, morm.pooled], dim=-1))
+
+
+# ---------------------------------------------------------------- scorer
+
+
+class CompositeScorer:
+    """Several RewardModels behind the scoring surface of one (see the module docstring)."""
+
+    def __init__(self, folder: str | os.PathLike[str], spec: CompositeSpec, members: list[RewardModel]) -> None:
+        self.folder = Path(folder)
+        self.spec = spec
+        self.members = members
+        source = str(self.folder / COMPOSITE_NAME)
+        check_signatures([tokenizer_signature(m.tokenizer) for m in members],
+                         [f"{r} ({p})" for r, p in zip(spec.roles, spec.members, strict=True)])
+        self.heads, self.config = surface(spec, [m.config for m in members], source=source)
+        self.tokenizer = members[0].tokenizer
+        self._member_mode = spec.mode or members[0].config.mode
+
+    @torch.no_grad()
+    def score_token_ids(
+        self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False
+    ) -> RewardOutput:
+        """Score token sequences with every member (one forward pass each) and combine."""
+        outputs = [m.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16)
+                   for m in self.members]
+        if self.spec.kind == "baseline_sm":
+            return combine_baseline_sm(outputs[0], outputs[1])
+        return combine_ensemble(outputs, self.spec.combine, self._member_mode)
+
+    @torch.no_grad()
+    def score(
+        self, prompts: Sequence[str | list[Message]], responses: Sequence[str], mode: str | None = None,
+        batch_size: int = 16, autocast_bf16: bool = False,
+    ) -> Scores:
+        """Score ``responses[i]`` to ``prompts[i]``, as `RewardModel.score` does."""
+        from smorm.data.formatting import Formatter
+        from smorm.models.reward_model import scores_from_output
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        formatter = Formatter(self.tokenizer, self.config.max_length)
+        sequences = [
+            formatter.encode(p if isinstance(p, list) else [{"role": "user", "content": p}], r).input_ids
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        output = self.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16)
+        return scores_from_output(output, mode or self.config.mode, self.config.attributes)
+
+
+def load_scorer(path: str | os.PathLike[str], trust_remote_code: bool = False) -> RewardModel | CompositeScorer:
+    """Open a run/model folder as a `RewardModel`, or a composite folder as a `CompositeScorer`."""
+    path = Path(path)
+    if is_composite(path):
+        spec = read_composite(path)
+        folders = member_paths(path, spec)
+        for role, folder in zip(spec.roles, folders, strict=True):
+            if not (model_dir(folder) / CONFIG_NAME).is_file():
+                raise FileNotFoundError(f"{path / COMPOSITE_NAME}: member {role!r} folder {folder} has no model")
+        members = [RewardModel.from_pretrained(model_dir(f), trust_remote_code=trust_remote_code) for f in folders]
+        return CompositeScorer(path, spec, members)
+    return RewardModel.from_pretrained(model_dir(path), trust_remote_code=trust_remote_code)

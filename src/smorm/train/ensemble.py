@@ -1,0 +1,70 @@
+"""Train a seed ensemble: the same config k times with ``train.seed`` = each seed (000 App. G.1: three seeds).
+
+The ensemble folder (default ``<output_dir>-ensemble``, so it never mixes with a plain run of the same
+config) holds ``smorm_composite.json`` (see :mod:`smorm.models.composite`) and the members in
+``seed-<s>/``. A member whose run finished with the
+same config is not trained again, and an interrupted member resumes from its checkpoints, so
+re-running the command completes an ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from smorm.train.config import RunConfig, load_config
+
+
+def member_configs(config_path: str | Path, seeds: Sequence[int], overrides: Sequence[str] = (),
+                   out: str | Path | None = None) -> tuple[Path, list[RunConfig]]:
+    """The ensemble folder and one validated config per seed (all checked before any training)."""
+    if len(seeds) < 2:
+        raise ValueError(f"an ensemble needs at least 2 seeds, got {list(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ, got {list(seeds)}")
+    base = load_config(config_path, list(overrides))
+    folder = Path(out) if out is not None else Path(f"{base.output_dir.rstrip('/')}-ensemble")
+    configs = [
+        load_config(config_path, [*overrides, f"train.seed={seed}", f"output_dir={folder / f'seed-{seed}'}"])
+        for seed in seeds
+    ]
+    return folder, configs
+
+
+def finished(config: RunConfig) -> bool:
+    """True if ``config``'s run folder holds a finished model trained with exactly this config.
+
+    Raises:
+        ValueError: the folder holds a finished run of a different config (it would be overwritten).
+    """
+    run = Path(config.output_dir)
+    saved = run / "config.json"
+    if not ((run / "model" / "smorm_config.json").is_file() and saved.is_file()):
+        return False
+    if json.loads(saved.read_text()) != json.loads(config.model_dump_json()):
+        raise ValueError(
+            f"{run} holds a finished run with a different config; use another output_dir or delete the folder"
+        )
+    return True
+
+
+def train_ensemble(config_path: str | Path, seeds: Sequence[int], overrides: Sequence[str] = (),
+                   combine: str = "mean", mode: str | None = None, out: str | Path | None = None,
+                   show_progress: bool = True) -> Path:
+    """Train one member per seed, then write the ensemble folder; returns its path."""
+    from smorm.models.composite import COMBINES, write_ensemble
+    from smorm.train.trainer import train
+
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    folder, configs = member_configs(config_path, seeds, overrides, out)
+    for seed, config in zip(seeds, configs, strict=True):
+        if finished(config):
+            if show_progress:
+                print(f"seed {seed}: already trained in {config.output_dir}")
+            continue
+        train(config, show_progress=show_progress)
+    members = [Path(config.output_dir) / "model" for config in configs]
+    write_ensemble(folder, members, combine=combine, mode=mode, roles=[f"seed-{seed}" for seed in seeds])
+    return folder
