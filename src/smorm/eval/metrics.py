@@ -2,7 +2,9 @@
 
 Inputs may be numpy arrays, torch tensors or sequences of numbers. Every accuracy here
 counts a tie (chosen score == rejected score) as wrong, as RewardBench and RM-Bench do.
-Papers: 000 = SMORM, 002 = BSR robustness, 003 = MORE.
+Papers: 000 = SMORM, 002 = BSR robustness, 003 = MORE. Theorem 1 of 000 is in
+:mod:`smorm.eval.theory` and the reliability diagram in :mod:`smorm.eval.plots` (both names still
+import from here).
 """
 
 from __future__ import annotations

@@ -227,6 +227,9 @@ def theory_markdown(theory: dict[str, Any]) -> str:
         "Bound r_m ≥ c·r_s − ε on the sampled rows:\n\n"
         + markdown_table(["heads", "rows where it holds", "min slack"], checks),
     ]
+    if theory.get("ridge_sensitivity"):
+        parts.append("1ᵀα at other ridges (relative to trace(Σ_S)/d): " + ", ".join(
+            f"{row['relative_ridge']:g}: {row['coupling']:.4g}" for row in theory["ridge_sensitivity"]))
     parts += [f"- {note}" for note in theory.get("notes", [])]
     return "\n\n".join(parts)
 
@@ -294,7 +297,10 @@ def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> 
         sections.append(f"Model: `{report['model']}` ({report.get('scorer', 'RewardModel')}); "
                         f"{report['num_sequences']} sequences scored once each, max length {report['max_length']} "
                         f"tokens ({report['truncated_sequences']} truncated), batch size {report['batch_size']}, "
-                        f"{report['precision']}.")
+                        f"{report['precision']}."
+                        + (" Under bf16 autocast rewards change with batch composition at bf16 rounding, so "
+                           "near-tied comparisons can flip between batch sizes; fp32 results agree to 1e-5."
+                           if report["precision"] == "bf16" else ""))
     if report["benchmarks"]:
         sections.append("## Scores (percent, 95% bootstrap CI)\n\n" + markdown_table(header, rows) + "\n\n" + legend)
     if report.get("theory"):

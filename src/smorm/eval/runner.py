@@ -13,7 +13,6 @@ A scorer is anything with the scoring surface of :class:`~smorm.models.reward_mo
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import time
@@ -408,15 +407,10 @@ def load_scorer_for(run: str | Path, hf: bool | None = None, max_length: int | N
         return load_hf_reward_model(source, max_length=max_length), source
     if not folder.is_dir():
         raise FileNotFoundError(f"{reference}: no such run or model folder (for a hub model id pass --hf)")
-    # An ensemble / Baseline SM folder is loaded by the composite module when it exists.
-    if importlib.util.find_spec("smorm.models.composite") is not None:
-        from smorm.models.composite import load_scorer
+    # load_scorer opens ensemble / Baseline SM composite folders as well as plain run and model folders
+    from smorm.models.composite import load_scorer
 
-        model = load_scorer(folder)
-    else:
-        from smorm.models.reward_model import RewardModel
-
-        model = RewardModel.from_pretrained(folder)
+    model = load_scorer(run)
     if max_length is not None:
         model.config.max_length = max_length
     return model, str(folder)
