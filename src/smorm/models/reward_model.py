@@ -225,9 +225,13 @@ class RewardModel(nn.Module):
         """Apply every head to ``pooled [N, d]``; the gate also reads ``prompt_pooled [N, d]``.
 
         With a prompt feature, ``extra["prompt_pooled"]`` holds it; with a gate, ``extra["gate"]`` is the
-        gated reward ``[N]`` and ``gate_weights`` its ``[N, K]`` weights.
+        gated reward ``[N]`` and ``gate_weights`` its ``[N, K]`` weights. Heads run in their own dtype even
+        under bf16 autocast: bf16 would round every reward to ~3 significant digits and tie close pairs.
         """
-        pooled = pooled.to(self._head_dtype())
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self._heads_forward(pooled.to(self._head_dtype()), prompt_pooled)
+
+    def _heads_forward(self, pooled: torch.Tensor, prompt_pooled: torch.Tensor | None) -> RewardOutput:
         single = self.heads["single"](pooled).squeeze(-1) if "single" in self.heads else None
         attributes = self.heads["multi"](pooled) if "multi" in self.heads else None
         extra = {
