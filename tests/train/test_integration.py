@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from smorm.train.config import RunConfig
+from smorm.train.batches import step_indices
 from smorm.train.trainer import Trainer
 from tests.train.helpers import tiny_config
 
@@ -108,3 +109,32 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_llama_dir, tmp_path):
             batches._epoch_batches.cache_clear()
     assert len(weights) == 2 and weights[0].abs().sum() > 0
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+def test_shared_prompt_packing_gives_the_same_gradients(tiny_llama_dir, tmp_path):
+    """train.shared_prompt packs each pair's prompt once; the first step's gradients are unchanged."""
+    grads = []
+    for shared in (False, True):
+        raw = tiny_config(tmp_path / str(shared), tiny_llama_dir, trunk="full", steps=1)
+        raw["train"].update(shared_prompt=shared, max_grad_norm=None)
+        trainer = Trainer(RunConfig.model_validate(raw), show_progress=False)
+        trainer.setup()
+        model = trainer.model_unwrapped
+        step = trainer.optimizer.step
+
+        def recording_step(*args, model=model, step=step, **kwargs):
+            grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = recording_step
+        if shared:
+            packed = trainer._packed_inputs(step_indices(trainer.plan, 0, raw["train"].get("seed", 42), 0,
+                                                         trainer.data.chosen, trainer.data.rating_ids))
+            unpacked_tokens = sum(len(trainer.data.chosen[i]) + len(trainer.data.rejected[i])
+                                  for i in range(trainer.data.num_pairs))
+            assert packed["packed"].num_tokens > 0 and unpacked_tokens > 0
+        trainer.train()
+    plain, packed_grads = grads
+    assert plain.keys() == packed_grads.keys() and len(plain) > 5
+    for name in plain:
+        assert torch.allclose(plain[name], packed_grads[name], atol=1e-5), name

@@ -267,6 +267,8 @@ class RewardModel(nn.Module):
         return_hidden: bool = False,
         prompt_last_index: torch.Tensor | None = None,
         prompt_pooled: torch.Tensor | None = None,
+        packed: Any = None,
+        packed_slots: torch.Tensor | None = None,
     ) -> RewardOutput:
         """Score sequences.
 
@@ -281,7 +283,18 @@ class RewardModel(nn.Module):
                 backbones only: that state has seen the prompt alone (004 Sec. 3.2).
             prompt_pooled: ``[N, d]`` the prompt feature computed elsewhere (cached, or a prompt-only
                 pass for an encoder, whose states at the prompt have seen the response).
+            packed: :class:`smorm.models.packing.PackedRows` (shared-prompt rows, causal backbones);
+                the output rows are the response segments named by ``packed_slots [N, 2]``
+                (row, segment), in that order.
         """
+        if packed is not None:
+            from smorm.models.packing import packed_hidden_states
+
+            if packed_slots is None:
+                raise ValueError("packed rows need packed_slots naming the (row, segment) of each output")
+            hidden = packed_hidden_states(self.base_model, packed)
+            rows, segments = packed_slots[:, 0], packed_slots[:, 1]
+            return self.heads_forward(hidden[rows, packed.last_index[rows, segments]])
         if pooled is not None:
             return self.heads_forward(pooled, prompt_pooled)
         if attention_mask is None:

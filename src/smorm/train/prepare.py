@@ -34,6 +34,7 @@ class TokenizedData:
     pair_source_ids: list[int]
     sources: list[str]
     rating_ids: list[list[int]]
+    rating_prompt_lengths: list[int]
     ratings: list[dict[str, float]]
     attributes: list[str]
     truncated: int = 0
@@ -121,17 +122,18 @@ def tokenize(data: LoadedData, tokenizer: Any, max_length: int, show_progress: b
                 sources.append(pair.source)
             source_ids.append(sources.index(pair.source))
             bar.update(1)
-        rating_ids, targets = [], []
+        rating_ids, rating_prompt, targets = [], [], []
         for record in data.ratings:
             encoded = formatter.encode(record.prompt, record.response)
             rating_ids.append(encoded.input_ids)
+            rating_prompt.append(_prompt_length(encoded))
             targets.append({k: v for k, v in record.ratings.items() if k in data.attributes})
             bar.update(1)
     truncated = int(getattr(formatter, "num_truncated", 0))
     return TokenizedData(
         chosen=chosen, rejected=rejected, chosen_prompt_lengths=chosen_prompt,
         rejected_prompt_lengths=rejected_prompt, margins=margins, pair_source_ids=source_ids,
-        sources=sources, rating_ids=rating_ids, ratings=targets, attributes=data.attributes,
+        sources=sources, rating_ids=rating_ids, rating_prompt_lengths=rating_prompt, ratings=targets, attributes=data.attributes,
         truncated=truncated,
     )
 

@@ -173,6 +173,45 @@ class Trainer:
                                   self.model_unwrapped.tokenizer.pad_token_id)
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
 
+    def _packed_inputs(self, indices: Any) -> dict[str, Any]:
+        """One packed row per pair (prompt once, then chosen and rejected) and per rated response.
+
+        A pair whose two sequences were truncated to different prompts (the prompt is cut from the
+        left to fit each response) is packed as two rows, so every score is exactly that of its own
+        ``prompt ⊕ response`` sequence. Output rows come back as [chosen, rejected, rated].
+        """
+        from smorm.models.packing import pack_rows
+
+        data = self.data
+        prompts: list[list[int]] = []
+        responses: list[list[list[int]]] = []
+        slots: list[tuple[int, int]] = []  # (row, segment) of each output, in output order
+        chosen_slots, rejected_slots = [], []
+        for i in indices.pairs:
+            c, r = data.chosen[i], data.rejected[i]
+            cp, rp = data.chosen_prompt_lengths[i], data.rejected_prompt_lengths[i]
+            if cp > 0 and cp == rp and c[:cp] == r[:rp] and cp < len(c) and rp < len(r):
+                prompts.append(c[:cp])
+                responses.append([c[cp:], r[rp:]])
+                chosen_slots.append((len(prompts) - 1, 0))
+                rejected_slots.append((len(prompts) - 1, 1))
+            else:
+                for sequence, start, target in ((c, cp, chosen_slots), (r, rp, rejected_slots)):
+                    start = min(max(start, 1), len(sequence) - 1)
+                    prompts.append(sequence[:start])
+                    responses.append([sequence[start:]])
+                    target.append((len(prompts) - 1, 0))
+        rated_slots = []
+        for j in indices.ratings:
+            sequence = data.rating_ids[j]
+            start = min(max(data.rating_prompt_lengths[j], 1), len(sequence) - 1)
+            prompts.append(sequence[:start])
+            responses.append([sequence[start:]])
+            rated_slots.append((len(prompts) - 1, 0))
+        slots = chosen_slots + rejected_slots + rated_slots
+        packed = pack_rows(prompts, responses, self.model_unwrapped.tokenizer.pad_token_id)
+        return {"packed": packed, "packed_slots": torch.tensor(slots, dtype=torch.long)}
+
     @property
     def model_unwrapped(self) -> RewardModel:
         return self.accelerator.unwrap_model(self.model)
@@ -183,7 +222,7 @@ class Trainer:
                                self.data.chosen, self.data.rating_ids)
         seq = ([i for i in indices.pairs] + [self.data.num_pairs + i for i in indices.pairs]
                + [2 * self.data.num_pairs + j for j in indices.ratings])
-        inputs = self._inputs(seq)
+        inputs = self._packed_inputs(indices) if self.config.train.shared_prompt else self._inputs(seq)
         needs_lm = any("lm" in s for s in self._loss_needs)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
             output: RewardOutput = self.model(**inputs, return_hidden=needs_lm)
