@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from smorm.train.config import RunConfig
 from smorm.train.batches import step_indices
+from smorm.train.config import RunConfig
 from smorm.train.trainer import Trainer
 from tests.train.helpers import tiny_config
 
