@@ -51,8 +51,9 @@ def test_packed_scores_and_gradients_equal_two_sequence_forward(tiny_llama_dir, 
     assert packed_grads.keys() == separate_grads.keys()
     for name in packed_grads:
         assert torch.allclose(packed_grads[name], separate_grads[name], atol=1e-4), name
-    # and the packed row is shorter than the two sequences it replaces
-    assert packed.num_tokens < int(mask.sum())
+    # and the packed rows hold exactly the prompt once plus both responses
+    assert packed.num_tokens == sum(len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected))
+    assert packed.num_tokens == int(mask.sum()) - sum(len(p) for p in prompts)
 
 
 def test_pooling_helper_agrees_with_reward_model_pooling(tiny_llama_dir):

@@ -31,10 +31,12 @@ class PackedRows:
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     last_index: torch.Tensor
+    real_tokens: torch.Tensor  # [R, L] bool, False on padding
 
     @property
     def num_tokens(self) -> int:
-        return int((self.position_ids >= 0).sum())
+        """Real (non-padding) tokens in the packed rows."""
+        return int(self.real_tokens.sum())
 
 
 def pack_rows(prompts: list[list[int]], responses: list[list[list[int]]], pad_id: int) -> PackedRows:
@@ -72,7 +74,7 @@ def pack_rows(prompts: list[list[int]], responses: list[list[list[int]]], pad_id
     pad_rows = segment == -2
     eye = torch.eye(longest, dtype=torch.bool).unsqueeze(0)
     mask = mask | (eye & pad_rows.unsqueeze(2))
-    return PackedRows(input_ids, mask.unsqueeze(1), position_ids.clamp(min=0), last_index)
+    return PackedRows(input_ids, mask.unsqueeze(1), position_ids.clamp(min=0), last_index, ~pad_rows)
 
 
 def packed_hidden_states(base_model: torch.nn.Module, packed: PackedRows) -> torch.Tensor:

@@ -71,7 +71,13 @@ class Trainer:
 
         self.config = config
         self.show_progress = show_progress
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        from accelerate.state import AcceleratorState
+
+        # accelerate keeps process-wide state: a Trainer created earlier in this process (TRL, HF)
+        # may have left mixed precision on, which would silently autocast our forward. Precision is
+        # ours (train.precision), so start from a clean state; the distributed setup is kept.
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
         self.output_dir = Path(config.output_dir)
         self.is_main = self.accelerator.is_main_process
 
@@ -91,6 +97,14 @@ class Trainer:
             self.features = self._cache_features()
         self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
                                    self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids)
+        # group pairs by the width their rows will really take: the longer of chosen and rejected,
+        # or prompt + both responses when the prompt is packed once
+        data = self.data
+        if config.train.shared_prompt:
+            self.plan.pair_lengths = [len(c) + len(r) - min(cp, rp) for c, r, cp, rp in zip(
+                data.chosen, data.rejected, data.chosen_prompt_lengths, data.rejected_prompt_lengths)]
+        else:
+            self.plan.pair_lengths = [max(len(c), len(r)) for c, r in zip(data.chosen, data.rejected)]
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         # The scheduler is not prepared: accelerate would step it once per process per step, which

@@ -1,0 +1,181 @@
+"""Shared plumbing of the bench/ scripts: machine and version banner, one subprocess per
+measurement (so peak RSS is that measurement's alone), medians, atomic JSON results.
+
+The bench scripts are never run by pytest; each one prints what it measured, the machine, the
+versions and the exact command, and writes ``bench/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+RESULT_PREFIX = "BENCH_RESULT "  # a worker prints one line starting with this, then its JSON
+
+MIX_SOURCES = [  # the shared 1k mix: 334 + 333 + 333 pairs
+    {"path": str(SHARED_DATA / "pairs/ultrafeedback/binarized-train-1k.jsonl"), "format": "auto", "limit": 334},
+    {"path": str(SHARED_DATA / "pairs/hh-rlhf/helpful-base-train-sample.jsonl"), "format": "auto", "limit": 333},
+    {"path": str(SHARED_DATA / "pairs/hh-rlhf/harmless-base-train-sample.jsonl"), "format": "auto", "limit": 333},
+]
+HH_SOURCES = [  # HH-style multi-turn conversations: the prompt is most of the tokens
+    {"path": str(SHARED_DATA / "pairs/hh-rlhf/helpful-base-train-sample.jsonl"), "format": "auto"},
+    {"path": str(SHARED_DATA / "pairs/hh-rlhf/harmless-base-train-sample.jsonl"), "format": "auto"},
+]
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory_gb = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found: dict[str, str] = {}
+    for name in ("torch", "transformers", "accelerate", "trl", "smorm"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            found[name] = "not installed"
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        found["smorm_commit"] = commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        found["smorm_commit"] = "unknown"
+    return found
+
+
+def banner(name: str) -> dict[str, Any]:
+    """Print and return the machine, the versions, the exact command and the load average."""
+    info = {"bench": name, "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "versions": versions(),
+            "load_average_start": load_average()}
+    print(f"== {name}")
+    print(f"command : {info['command']}")
+    print(f"machine : {info['machine']}")
+    print(f"versions: {info['versions']}")
+    print(f"load avg at start (1/5/15 min): {info['load_average_start']}")
+    return info
+
+
+def finish(info: dict[str, Any], results: dict[str, Any]) -> Path:
+    """Add the end load average and write ``bench/results/<bench>.json`` atomically."""
+    info["load_average_end"] = load_average()
+    print(f"load avg at end (1/5/15 min): {info['load_average_end']}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{info['bench']}.json"
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps({**info, "results": results}, indent=2, default=str))
+    os.replace(temporary, path)
+    print(f"wrote {path}")
+    return path
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Worker side: print the result line the parent reads (peak RSS and load average added)."""
+    result = {**result, "peak_rss_mb": peak_rss_mb(), "load_average": load_average()}
+    print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
+
+
+def run_worker(script: Path, args: list[str], timeout: float = 3600) -> dict[str, Any]:
+    """Run ``script --worker args`` in a fresh interpreter and return the JSON it emits."""
+    command = [sys.executable, str(script), "--worker", *args]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    started = time.time()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO))
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stdout[-3000:] + "\n" + done.stderr[-5000:] + "\n")
+        raise RuntimeError(f"worker failed (exit {done.returncode}): {' '.join(command)}")
+    result = json.loads(lines[-1][len(RESULT_PREFIX):])
+    result["process_seconds"] = round(time.time() - started, 1)
+    return result
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def spread(runs: list[dict[str, Any]], key: str) -> list[float]:
+    """[min, max] of a figure over repetitions (how noisy the machine was)."""
+    values = [r[key] for r in runs]
+    return [min(values), max(values)]
+
+
+def summarise(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    keys = [k for k in keys if all(k in r for r in runs)]  # a figure added mid-series is left out
+    return {"runs": runs, **{f"median_{k}": median_of(runs, k) for k in keys},
+            **{f"range_{k}": spread(runs, k) for k in keys}}
+
+
+def tiny_backbone(folder: Path, layers: int, hidden: int, tokenizer_ref: str = "smollm2-135m-instruct") -> Path:
+    """A random Llama bigger than the test one (so compute, not Python, dominates), saved once.
+
+    It uses a real backbone's tokenizer (default SmolLM2's), so its token ids, lengths and padding
+    are exactly those of the real backbone on the same data.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from smorm.models.backbone import ensure_pad_token, resolve_backbone
+
+    target = folder / f"tiny-llama-{layers}x{hidden}"
+    if (target / "config.json").is_file():
+        return target
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(tokenizer_ref))
+    ensure_pad_token(tokenizer)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def padding_fraction(batches: list[list[int]]) -> tuple[int, int]:
+    """``(real tokens, padded slots)`` of right-padded batches given as lists of sequence lengths."""
+    real = sum(sum(b) for b in batches)
+    slots = sum(max(b) * len(b) for b in batches)
+    return real, slots

@@ -1,0 +1,148 @@
+"""Trunk modes: time per epoch for ``full``, ``top_k`` and ``frozen``, and the one-time cache cost.
+
+Each mode trains smorm's BT setup (``losses: [bt]``, heads {single}) on the same pairs of the
+shared 1k mix (``--pairs`` of them, evenly from its three sources) for one epoch. ``top_k`` and
+``frozen`` first cache features of the frozen part (the lower layers' hidden states, or the final
+pooled features) once; that cost is timed separately from the epochs, which are timed from the
+start of the training loop to the end of the last optimizer step. Each measurement runs in its
+own process (peak RSS is its own); repetitions interleave the modes.
+
+    python bench/trunk_modes.py                                   # tiny random Llama
+    python bench/trunk_modes.py --backbone smollm2-135m-instruct --pairs 32 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+MODES = ["full", "top_k", "frozen"]
+
+
+def config_for(args: argparse.Namespace, mode: str, folder: str) -> dict[str, Any]:
+    share = [args.pairs - 2 * (args.pairs // 3), args.pairs // 3, args.pairs // 3]
+    sources = [{**source, "limit": n} for source, n in zip(common.MIX_SOURCES, share)]
+    return {
+        "method": f"trunk-{mode}", "output_dir": folder,
+        "model": {"backbone": args.backbone_ref, "heads": {"single": {"kind": "linear"}}},
+        "data": {"pairs": sources, "max_length": args.max_length, "on_error": "skip"},
+        "losses": [{"name": "bt"}],
+        "train": {"trunk": mode, "top_k": args.top_k, "epochs": args.epochs, "pair_batch_size": args.batch,
+                  "lr": 1e-5, "warmup_ratio": 0.0, "log_every": 10**6, "seed": args.seed,
+                  "cache_batch_size": args.batch, "precision": "bf16" if args.bf16 else "fp32"},
+    }
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from smorm.train.config import RunConfig
+    from smorm.train.trainer import Trainer
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = Trainer(RunConfig.model_validate(config_for(args, args.mode, folder)), show_progress=False)
+        cache_seconds = 0.0
+        build = trainer._cache_features
+
+        def timed_cache() -> Any:
+            nonlocal cache_seconds
+            start = time.perf_counter()
+            out = build()
+            cache_seconds = time.perf_counter() - start
+            return out
+
+        trainer._cache_features = timed_cache
+        setup_start = time.perf_counter()
+        trainer.setup()
+        setup_seconds = time.perf_counter() - setup_start
+        ends: list[float] = []
+        cpu_ends: list[float] = []
+        step = trainer.optimizer.step
+
+        def timed_step(*a: Any, **k: Any) -> Any:
+            out = step(*a, **k)
+            ends.append(time.perf_counter())
+            cpu_ends.append(time.process_time())
+            return out
+
+        trainer.optimizer.step = timed_step
+        start, cpu_start = time.perf_counter(), time.process_time()
+        trainer.train()
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    seconds = ends[-1] - start
+    common.emit({"mode": args.mode, "epoch_seconds": round(seconds / args.epochs, 3),
+                 "epoch_cpu_seconds": round((cpu_ends[-1] - cpu_start) / args.epochs, 3), "steps": len(ends),
+                 "pairs": trainer.data.num_pairs, "cache_seconds": round(cache_seconds, 3),
+                 "setup_seconds": round(setup_seconds, 3), "trainable_parameters": trainable})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="tiny")
+    parser.add_argument("--tiny-layers", type=int, default=4)
+    parser.add_argument("--tiny-hidden", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="full", help=argparse.SUPPRESS)
+    parser.add_argument("--backbone-ref", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    name = args.name or f"trunk_modes-{args.backbone}" + ("-bf16" if args.bf16 else "")
+    info = common.banner(name)
+    work = Path(tempfile.mkdtemp(prefix="smorm-bench-trunk-"))
+    ref = (str(common.tiny_backbone(work, args.tiny_layers, args.tiny_hidden)) if args.backbone == "tiny"
+           else args.backbone)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    for rep in range(args.reps):
+        for mode in MODES:
+            result = common.run_worker(SCRIPT, [
+                "--mode", mode, "--backbone-ref", ref, "--max-length", str(args.max_length), "--pairs",
+                str(args.pairs), "--batch", str(args.batch), "--epochs", str(args.epochs), "--top-k",
+                str(args.top_k), "--seed", str(args.seed), "--threads", str(args.threads),
+                *(["--bf16"] if args.bf16 else [])])
+            result["rep"] = rep
+            runs[mode].append(result)
+            print(f"rep {rep} {mode:7s} epoch {result['epoch_seconds']:.2f} s  cache {result['cache_seconds']:.2f} s  "
+                  f"peak RSS {result['peak_rss_mb']:.0f} MB  load {result['load_average'][0]}")
+    keys = ["epoch_seconds", "cache_seconds", "peak_rss_mb", "epoch_cpu_seconds"]
+    summary = {m: common.summarise(r, keys) for m, r in runs.items()}
+    full = summary["full"]["median_epoch_seconds"]
+    ratios = {f"full_over_{m}_epoch": round(full / summary[m]["median_epoch_seconds"], 2) for m in ("top_k", "frozen")}
+    full_cpu = summary["full"]["median_epoch_cpu_seconds"]
+    ratios.update({f"cpu_time_full_over_{m}_epoch": round(full_cpu / summary[m]["median_epoch_cpu_seconds"], 2)
+                   for m in ("top_k", "frozen")})
+    for m in ("top_k", "frozen"):
+        ratios[f"{m}_cache_over_full_epoch"] = round(summary[m]["median_cache_seconds"] / full, 3)
+    for m in MODES:
+        print(f"median {m:7s} epoch {summary[m]['median_epoch_seconds']:.2f} s (range "
+              f"{summary[m]['range_epoch_seconds']}), cache {summary[m]['median_cache_seconds']:.2f} s, "
+              f"peak RSS {summary[m]['median_peak_rss_mb']:.0f} MB")
+    for key, value in ratios.items():
+        print(f"{key}: {value}")
+    settings = {k: v for k, v in vars(args).items() if k not in ("worker", "mode", "backbone_ref")}
+    common.finish(info, {"settings": settings, "backbone_path": ref, "variants": summary, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main()
