@@ -130,17 +130,19 @@ def ensemble(
     seeds: Annotated[list[str], typer.Option("--seeds", help="member seeds, e.g. --seeds 0 1 2")] = ["0", "1", "2"],  # noqa: B006
     combine: Annotated[str, typer.Option(help="mean | min of the members' rewards")] = "mean",
     mode: Annotated[str | None, typer.Option(help="members' mode before a min (default: theirs)")] = None,
+    out: Annotated[Path | None, typer.Option(help="ensemble folder (default: OUTPUT_DIR-ensemble)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Train CONFIG once per seed into OUTPUT_DIR/seed-<s> and write the ensemble folder OUTPUT_DIR."""
+    """Train CONFIG once per seed into OUT/seed-<s> and write the ensemble folder OUT (mean or min)."""
     from smorm.train.ensemble import member_configs, train_ensemble
 
     seed_list, rest = _split_seeds(seeds, list(overrides or []))
     try:
-        member_configs(config, seed_list, rest)  # every member's config is checked before any training
+        member_configs(config, seed_list, rest, out)  # every member's config is checked before any training
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         _fail(str(error))
-    folder = train_ensemble(config, seed_list, rest, combine=combine, mode=mode, show_progress=not quiet)
+    folder = train_ensemble(config, seed_list, rest, combine=combine, mode=mode, out=out,
+                            show_progress=not quiet)
     typer.echo(f"ensemble of {len(seed_list)} ({combine}) written to {folder}  (score it with: smorm score {folder} …)")
 
 
@@ -182,7 +184,7 @@ def eval(  # noqa: A001 - the command is called eval
     sample: Annotated[int | None, typer.Option(help="score a seeded random N items of each benchmark")] = None,
     seed: Annotated[int, typer.Option(help="seed of --sample")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="sequences per forward pass")] = 16,
-    bf16: Annotated[bool, typer.Option(help="bf16 autocast")] = False,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (faster; rewards then vary slightly with batch size)")] = False,
     mode: Annotated[list[str] | None, typer.Option(help="only these modes (default: every mode the model has)")] = None,
     hf: Annotated[bool | None, typer.Option(
         "--hf/--smorm", help="RUN is a Hugging Face AutoModelForSequenceClassification (mode F) / a smorm model "
@@ -230,6 +232,7 @@ def gate(
     verbosity: Annotated[str, typer.Option(help="name of the verbosity attribute (004 Eq. 2)")] = "verbosity",
     debias: Annotated[bool, typer.Option(help="verbosity debiasing (004 Eq. 2-3)")] = True,
     debias_into: Annotated[str, typer.Option(help="gate: keep the multi head, T in the gate; multi: fold into a linear multi head")] = "gate",
+    gate_verbosity: Annotated[bool, typer.Option(help="let the gate weigh debiased verbosity (identically 0 by Eq. 3: an 'abstain' expert)")] = False,
     hidden_sizes: Annotated[str, typer.Option(help="gate MLP hidden widths, comma-separated")] = "1024,1024,1024",
     dropout: Annotated[float, typer.Option(help="gate dropout")] = 0.2,
     beta_init: Annotated[float, typer.Option(help="initial scale β")] = 100.0,
@@ -243,6 +246,7 @@ def gate(
     bf16: Annotated[bool, typer.Option(help="bf16 autocast for the feature pass")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="feature cache folder (default: RUN/cache/gating)")] = None,
     default_mode: Annotated[str, typer.Option(help="default inference mode of the saved model")] = "G",
+    on_error: Annotated[str, typer.Option(help="bad records: error (stop with file:line) or skip (count them)")] = "error",
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """ArmoRM stage 2 on any trained model: features, optional ridge stage 1, verbosity debiasing, gate (mode G)."""
@@ -253,11 +257,11 @@ def gate(
         sizes = [int(x) for x in hidden_sizes.split(",") if x.strip()]
         options = GatingOptions(
             ratings=ratings or [], reference=reference or [], limit=limit, verbosity=verbosity, debias=debias,
-            debias_into=debias_into, hidden_sizes=sizes, dropout=dropout, beta_init=beta_init,
+            debias_into=debias_into, gate_verbosity=gate_verbosity, hidden_sizes=sizes, dropout=dropout, beta_init=beta_init,
             train=GateTrainOptions(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                    val_fraction=val_fraction, seed=seed),
             batch_size=feature_batch_size, bf16=bf16, cache_dir=str(cache_dir) if cache_dir else None,
-            default_mode=default_mode,
+            default_mode=default_mode, on_error=on_error,
         )
         report = run_gating(run, pairs, options, out=out, show_progress=not quiet)
     except (FileNotFoundError, ValueError) as error:
@@ -339,6 +343,13 @@ def export(
     pad = meta["pad"]
     typer.echo(f"exported mode {mode} to {out} (max |exported - smorm| on probes {meta['probe_max_abs_deviation']:.1e}; "
                f"pad token {pad['token']!r}{' (changed: ' + pad['reason'] + ')' if pad['changed'] else ''})")
+
+
+# The reward-hacking lab (Best-of-N and RL against a gold); its module imports only typed settings.
+from smorm.rlhf import cli as rlhf_cli  # noqa: E402
+
+app.command(name="bon")(rlhf_cli.bon)
+app.command(name="rl")(rlhf_cli.rl)
 
 
 def main() -> None:

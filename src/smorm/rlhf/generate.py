@@ -1,0 +1,328 @@
+"""Sample N responses per prompt from a policy into a pool file that grows as it goes and resumes.
+
+The policy is any Hugging Face causal LM (folder, hub id, ``.gguf``) or an embedded short name such
+as ``smollm2-135m-instruct``, loaded with :func:`smorm.models.backbone.load_backbone`. Prompts are
+rendered with the policy's chat template and batched with LEFT padding, several prompts per
+``model.generate`` call, with the KV cache.
+
+Seeding. Each response has its own random stream, seeded from ``(seed, prompt, sample index)``:
+sampling is done inside ``model.generate`` by the Gumbel-max trick (a logits processor adds
+Gumbel noise drawn from the row's own generator to the temperature-scaled, top-p-filtered
+log-probabilities, and greedy selection takes the argmax, which is an exact sample from
+``softmax(logits / T)`` restricted to the nucleus). A response therefore does not depend on which
+other prompts share its batch, and a resumed run gives the same samples as an uninterrupted one.
+
+The pool is jsonl, one line per prompt (``index``, ``key``, ``prompt``, ``responses``,
+``response_tokens``, ``finished``), appended and flushed as each batch completes; a sidecar
+``<pool>.meta.json`` (written atomically) records the policy and sampling settings, and a resumed
+run refuses different ones. A line cut short by a kill is dropped and regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smorm.data.spec import PromptRecord
+from smorm.rlhf.settings import SamplingConfig
+from smorm.types import Message
+
+META_SUFFIX = ".meta.json"
+
+
+@dataclass
+class PoolEntry:
+    """One prompt of a pool and its sampled responses."""
+
+    index: int
+    key: str
+    prompt: list[Message]
+    responses: list[str]
+    response_tokens: list[int]
+    finished: list[bool]
+    category: str | None = None
+    origin: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def prompt_key(prompt: list[Message]) -> str:
+    """A short stable id of a prompt (hash of its messages)."""
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sample_seed(seed: int, key: str, sample_index: int) -> int:
+    """The 63-bit seed of one response's random stream."""
+    digest = hashlib.sha256(f"{seed}:{key}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class GumbelSampler:
+    """Logits processor that turns greedy decoding into seeded per-row sampling (Gumbel-max).
+
+    ``argmax(log_softmax(z / T) + G)`` with ``G ~ Gumbel(0, 1)`` i.i.d. is a sample from
+    ``softmax(z / T)``; top-p first sets the scores outside the nucleus to ``-inf``. Each row draws
+    its noise from its own ``torch.Generator`` at every step, finished or not, so its stream
+    never depends on other rows.
+
+    Args:
+        seeds: one seed per batch row.
+        temperature: softmax temperature.
+        top_p: nucleus mass; 1 disables the filter.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_p: float = 1.0) -> None:
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``[B, V]`` scores -> ``[B, V]`` noisy log-probabilities whose argmax is the sample."""
+        log_probs = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            log_probs = nucleus_filter(log_probs, self.top_p)
+        uniform = torch.stack(
+            [torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators]
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))  # float64: no 0 or 1 from rand
+        return (log_probs.double() + gumbel).to(scores.device)
+
+
+def nucleus_filter(log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches ``top_p``; others get ``-inf``."""
+    sorted_log_probs, order = torch.sort(log_probs, dim=-1, descending=True)
+    mass_before = sorted_log_probs.exp().cumsum(dim=-1) - sorted_log_probs.exp()
+    drop_sorted = mass_before >= top_p  # a token is kept if the mass above it is still short of top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return log_probs.masked_fill(drop, float("-inf"))
+
+
+def load_policy(ref: str, dtype: str = "float32", trust_remote_code: bool = False) -> tuple[Any, Any, str]:
+    """``(model, tokenizer, local_path)`` of a causal LM, the tokenizer set up for left padding."""
+    from smorm.models.backbone import load_backbone
+
+    backbone = load_backbone(ref, dtype=dtype, with_lm_head=True, trust_remote_code=trust_remote_code)
+    tokenizer = backbone.tokenizer
+    tokenizer.padding_side = "left"  # generation appends on the right: real tokens must end every row
+    return backbone.model.eval(), tokenizer, backbone.local_path
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a response: the model's generation eos ids and the tokenizer's eos."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = [configured] if isinstance(configured, int) else list(configured or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    if not ids:
+        raise ValueError("the policy has no eos token id: responses could never end")
+    return ids
+
+
+def encode_prompt(tokenizer: Any, prompt: list[Message], max_prompt_tokens: int) -> list[int]:
+    """Chat-template token ids of a prompt with the generation prompt; a long prompt keeps its end."""
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return list(ids[-max_prompt_tokens:])
+
+
+@torch.no_grad()
+def sample_responses(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[Message]],
+    config: SamplingConfig,
+    sample_indices: Sequence[Sequence[int]] | None = None,
+) -> list[tuple[list[str], list[int], list[bool]]]:
+    """Sample responses to several prompts in ONE left-padded ``generate`` call.
+
+    Args:
+        prompts: the prompts of the batch.
+        sample_indices: for each prompt, which sample indices to draw (default ``0..N-1``); the
+            index picks the response's random stream.
+    Returns:
+        Per prompt: ``(texts, token counts, finished)`` where ``finished`` is False for a response
+        cut at ``max_new_tokens``.
+    """
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    if sample_indices is None:
+        sample_indices = [range(config.num_samples)] * len(prompts)
+    rows: list[list[int]] = []
+    seeds: list[int] = []
+    owners: list[int] = []
+    for p, (prompt, indices) in enumerate(zip(prompts, sample_indices)):
+        ids = encode_prompt(tokenizer, prompt, config.max_prompt_tokens)
+        key = prompt_key(prompt)
+        for j in indices:
+            rows.append(ids)
+            seeds.append(sample_seed(config.seed, key, int(j)))
+            owners.append(p)
+    batch = tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    eos = eos_token_ids(model, tokenizer)
+    generation = GenerationConfig(
+        max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id, use_cache=True,
+    )
+    output = model.generate(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=generation,
+        logits_processor=LogitsProcessorList([GumbelSampler(seeds, config.temperature, config.top_p)]),
+    )
+    new_tokens = output[:, batch["input_ids"].shape[1]:]
+    results: list[tuple[list[str], list[int], list[bool]]] = [([], [], []) for _ in prompts]
+    for row, owner in enumerate(owners):
+        tokens = new_tokens[row].tolist()
+        end = next((i for i, t in enumerate(tokens) if t in eos), None)
+        kept = tokens if end is None else tokens[:end]
+        texts, counts, finished = results[owner]
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+        counts.append(len(kept))
+        finished.append(end is not None)
+    return results
+
+
+# ------------------------------------------------------------------------------------ pool files
+
+
+def pool_meta(policy: str, config: SamplingConfig, keys: list[str], dtype: str) -> dict[str, Any]:
+    """What a pool's samples are a function of (checked on resume)."""
+    return {"policy": policy, "dtype": dtype, "sampling": asdict(config), "prompt_keys": keys, "format_version": 1}
+
+
+def read_pool(path: str | os.PathLike[str]) -> list[PoolEntry]:
+    """The complete lines of a pool file; a last line cut short by a kill is ignored.
+
+    Raises:
+        ValueError: a malformed line that is not the last one (``path:line``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    # Without a final newline the last line is the unterminated tail of an interrupted append.
+    tail = lines.pop() if not text.endswith("\n") else ""
+    entries: list[PoolEntry] = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            entries.append(_parse_entry(line, f"{path}:{number}"))
+    if tail.strip():
+        try:
+            entries.append(_parse_entry(tail, f"{path}:{len(lines) + 1}"))
+        except ValueError:
+            pass
+    return entries
+
+
+def _parse_entry(line: str, origin: str) -> PoolEntry:
+    try:
+        return PoolEntry(**json.loads(line))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"{origin}: not a pool entry ({error})") from None
+
+
+def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
+    from smorm.train.checkpoint import atomic_write_text
+
+    if meta_path.is_file():
+        existing = json.loads(meta_path.read_text())
+        for key in ("policy", "dtype", "sampling", "prompt_keys"):
+            if existing.get(key) != meta.get(key):
+                raise ValueError(
+                    f"{meta_path}: the pool was started with a different {key} "
+                    f"({json.dumps(existing.get(key))[:200]}); use another pool path or the same settings"
+                )
+        return
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+
+
+def _rewrite_complete(path: Path, entries: list[PoolEntry]) -> None:
+    """Drop a partial last line so appends start on a fresh line."""
+    from smorm.train.checkpoint import atomic_write_text
+
+    text = "".join(json.dumps(asdict(e)) + "\n" for e in entries)
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+
+
+def generate_pool(
+    policy: str,
+    prompts: Sequence[PromptRecord],
+    pool_path: str | os.PathLike[str],
+    config: SamplingConfig,
+    batch_rows: int = 32,
+    dtype: str = "float32",
+    loaded: tuple[Any, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[PoolEntry]:
+    """Fill ``pool_path`` with ``config.num_samples`` responses per prompt, resuming if it exists.
+
+    Args:
+        policy: the policy reference (recorded in the meta file; loaded unless ``loaded`` is given).
+        prompts: the prompt set, in order.
+        pool_path: the jsonl pool file (``<pool_path>.meta.json`` is written beside it).
+        batch_rows: sequences per ``generate`` call: ``max(1, batch_rows // N)`` prompts at a time
+            (a prompt whose N exceeds it is split into several calls).
+        dtype: policy weight dtype.
+        loaded: an already loaded ``(model, tokenizer)`` (tokenizer padding on the left).
+        progress: called with ``(prompts done, prompts total)`` after each batch.
+    Returns:
+        The complete pool, in prompt order.
+    """
+    path = Path(pool_path)
+    keys = [prompt_key(p.prompt) for p in prompts]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the prompt set has duplicate prompts; deduplicate it first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_meta(path.with_name(path.name + META_SUFFIX), pool_meta(policy, config, keys, dtype))
+    done = {e.key: e for e in read_pool(path)}
+    unknown = set(done) - set(keys)
+    if unknown:
+        raise ValueError(f"{path}: holds {len(unknown)} prompt(s) not in this prompt set")
+    _rewrite_complete(path, list(done.values()))
+    todo = [i for i, key in enumerate(keys) if key not in done]
+    if todo:
+        model, tokenizer = loaded if loaded is not None else load_policy(policy, dtype)[:2]
+        per_call = max(1, batch_rows // config.num_samples)
+        with open(path, "a") as handle:
+            for start in range(0, len(todo), per_call):
+                chunk = todo[start : start + per_call]
+                for entry in _sample_chunk(model, tokenizer, [prompts[i] for i in chunk], chunk, keys, config,
+                                           batch_rows):
+                    done[entry.key] = entry
+                    handle.write(json.dumps(asdict(entry)) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+                if progress is not None:
+                    progress(len(done), len(keys))
+    return [done[key] for key in keys]
+
+
+def _sample_chunk(
+    model: Any, tokenizer: Any, records: list[PromptRecord], indices: list[int], keys: list[str],
+    config: SamplingConfig, batch_rows: int,
+) -> list[PoolEntry]:
+    """Sample every response of a few prompts (one call, or several when N exceeds ``batch_rows``)."""
+    if len(records) == 1 and config.num_samples > batch_rows:
+        texts: list[str] = []
+        counts: list[int] = []
+        finished: list[bool] = []
+        for first in range(0, config.num_samples, batch_rows):
+            part = range(first, min(first + batch_rows, config.num_samples))
+            (t, c, f), = sample_responses(model, tokenizer, [records[0].prompt], config, [part])
+            texts += t
+            counts += c
+            finished += f
+        results = [(texts, counts, finished)]
+    else:
+        results = sample_responses(model, tokenizer, [r.prompt for r in records], config)
+    return [
+        PoolEntry(index=i, key=keys[i], prompt=r.prompt, responses=t, response_tokens=c, finished=f,
+                  category=r.category, origin=r.origin)
+        for i, r, (t, c, f) in zip(indices, records, results)
+    ]

@@ -1,0 +1,195 @@
+"""``smorm rl``: RLOO through TRL with a smorm proxy as the reward, the gold score tracked (000 Fig. 3).
+
+The policy is optimised against the proxy only. Every ``gold_every`` steps a callback scores the
+completions the proxy has just rewarded -- samples of the current policy -- with the gold, and
+writes one row (step, proxy mean, gold mean, their s.e.m., TRL's KL and completion length when
+logged) to ``rl.csv``; ``rl.png`` plots proxy and gold against the step, both 0 at the start, so a
+proxy that climbs while the gold falls is reward hacking.
+
+TRL's RLOOTrainer rebuilds its reference model from the policy's folder, so the policy must be a
+saved folder (an embedded short name resolves to its converted local folder). The paper's PPO runs
+use no KL penalty (000 Table 10: KL regularisation 0.0), which is the default here (``beta=0``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smorm.integrations.trl import SmormRewardFunction, to_prompt_response
+from smorm.rlhf.scorers import model_folder, parse_scorer
+from smorm.rlhf.settings import RLSettings
+from smorm.types import Message
+
+
+def score_texts(scorer: Any, mode: str | None, prompts: Sequence[list[Message]], responses: Sequence[str],
+                batch_size: int = 16) -> np.ndarray:
+    """``[B]`` rewards of ``responses`` to ``prompts`` in ``mode`` (default: the model's), for any scorer
+    with the ``score_token_ids`` surface (smorm, composite or Hugging Face sequence classifier)."""
+    from smorm.data.formatting import Formatter
+    from smorm.models.reward_model import reward_for_mode
+
+    formatter = Formatter(scorer.tokenizer, scorer.config.max_length)
+    sequences = [formatter.encode(p, r).input_ids for p, r in zip(prompts, responses)]
+    output = scorer.score_token_ids(sequences, batch_size=batch_size)
+    return reward_for_mode(output, mode or getattr(scorer.config, "mode", "F")).double().numpy()
+
+
+class ProxyReward(SmormRewardFunction):
+    """The proxy as a TRL reward function that remembers the batch it scored last.
+
+    :class:`smorm.integrations.trl.SmormRewardFunction` (both TRL dataset formats, a model or a
+    ``smorm serve`` URL) plus ``last_batch = (prompts, responses, rewards [B])``, which the gold
+    callback scores.
+    """
+
+    last_batch: tuple[list[list[Message]], list[str], np.ndarray] | None = None
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        rewards = super().__call__(prompts, completions, **kwargs)
+        pairs = [to_prompt_response(p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
+        self.last_batch = ([p for p, _ in pairs], [r for _, r in pairs], np.asarray(rewards, dtype=np.float64))
+        return rewards
+
+
+def _sem(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: int, out_dir: Path,
+                 title: str = "", log: Callable[[str], None] = print) -> Any:
+    """A TRL ``TrainerCallback`` that scores the proxy's last batch with the gold every ``every`` steps.
+
+    Each row's ``step`` is the number of updates the sampling policy had received (0 = initial).
+    ``rl.csv`` is rewritten (atomically) after every row, ``rl.png`` when training ends.
+    """
+    from transformers import TrainerCallback
+
+    from smorm.rlhf.plots import plot_rl, write_csv
+
+    class GoldTracker(TrainerCallback):
+        def __init__(self) -> None:
+            self.rows: list[dict[str, Any]] = []
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+                   **kwargs: Any) -> None:
+            # The Trainer logs a step after its on_step_end: attach TRL's KL and length to that row.
+            if self.rows and self.rows[-1]["step"] == state.global_step - 1 and logs:
+                for key, name in (("kl", "kl"), ("completions/mean_length", "completion_tokens")):
+                    if key in logs:
+                        self.rows[-1][name] = float(logs[key])
+                self.write()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            step = state.global_step - 1  # the batch was sampled before this step's update
+            if proxy.last_batch is None or step % every:
+                return
+            prompts, texts, proxy_rewards = proxy.last_batch
+            gold_rewards = score_texts(gold, gold_mode, prompts, texts, proxy.batch_size)
+            row = {"step": step, "proxy": float(proxy_rewards.mean()), "proxy_sem": _sem(proxy_rewards),
+                   "gold": float(gold_rewards.mean()), "gold_sem": _sem(gold_rewards), "samples": len(texts),
+                   "kl": float("nan"), "completion_tokens": float("nan")}
+            self.rows.append(row)
+            log(f"step {step}: proxy {row['proxy']:+.3f}  gold {row['gold']:+.3f}")
+            self.write()
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.write(plot=True)
+
+        def write(self, plot: bool = False) -> None:
+            if not self.rows:
+                return
+            keys = list(self.rows[0])
+            write_csv(out_dir / "rl.csv", keys, [[r[k] for k in keys] for r in self.rows])
+            if plot:  # a figure costs seconds on a busy CPU: once, at the end
+                plot_rl(self.rows, out_dir / "rl.png", title=title)
+
+    return GoldTracker()
+
+
+def rloo_config(settings: RLSettings) -> Any:
+    """TRL ``RLOOConfig`` for a CPU run: no checkpoints, no reporting, fp32, no gradient checkpointing."""
+    from trl import RLOOConfig
+
+    return RLOOConfig(
+        output_dir=str(Path(settings.out_dir) / "trainer"),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
+        num_generations=settings.num_generations,
+        max_completion_length=settings.max_completion_length,
+        learning_rate=settings.learning_rate,
+        beta=settings.beta,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        disable_dropout=True,
+        dataloader_num_workers=0,
+    )
+
+
+def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train the policy with RLOO on the proxy, tracking the gold; returns (and writes) the summary."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import RLOOTrainer
+
+    from smorm.models.backbone import ensure_chat_template, ensure_pad_token, resolve_backbone
+    from smorm.rlhf.prompts import file_prompts, heldout_prompts
+    from smorm.rlhf.scorers import load_scorer
+    from smorm.train.checkpoint import atomic_write_text
+
+    if settings.num_generations < 2:
+        raise ValueError("RLOO needs num_generations >= 2 (the leave-one-out baseline)")
+    started = time.time()
+    out = Path(settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reward_ref, gold_ref = parse_scorer(settings.reward), parse_scorer(settings.gold)
+    for ref in (reward_ref, gold_ref):
+        if not model_folder(ref.path).is_dir():
+            raise FileNotFoundError(f"reward model folder not found: {ref.path}")
+    policy_folder = resolve_backbone(settings.policy)  # TRL rebuilds the reference model from this path
+    if settings.prompts == "id":
+        prompts, prompt_report = heldout_prompts([reward_ref.path], settings.num_prompts, settings.prompt_seed,
+                                                 settings.max_prompt_chars)
+    else:
+        prompts, prompt_report = file_prompts(settings.prompts, settings.num_prompts, settings.prompt_seed)
+    log(f"prompts: {len(prompts)} ({prompt_report['kind']}); policy {policy_folder}")
+    tokenizer = AutoTokenizer.from_pretrained(policy_folder, padding_side="left")
+    ensure_pad_token(tokenizer)
+    ensure_chat_template(tokenizer)
+    proxy = ProxyReward(load_scorer(reward_ref.path), mode=reward_ref.mode, batch_size=settings.score_batch_size,
+                        name="proxy")
+    title = f"RLOO on proxy {reward_ref.label}, gold {gold_ref.label} ({prompt_report['kind']})"
+    tracker = gold_tracker(proxy, load_scorer(gold_ref.path), gold_ref.mode, settings.gold_every, out, title, log)
+    trainer = RLOOTrainer(
+        model=policy_folder,
+        reward_funcs=[proxy],
+        args=rloo_config(settings),
+        train_dataset=Dataset.from_list([{"prompt": p.prompt} for p in prompts]),
+        processing_class=tokenizer,
+        callbacks=[tracker],
+    )
+    trainer.train()
+    if settings.save_policy:
+        trainer.save_model(str(out / "policy"))
+    summary = {
+        "settings": {**asdict(settings), "out_dir": str(settings.out_dir), "policy_folder": policy_folder},
+        "prompts": prompt_report,
+        "rows": tracker.rows,
+        "trl_log": trainer.state.log_history,
+        "seconds": round(time.time() - started, 1),
+    }
+    atomic_write_text(out / "rl_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return summary

@@ -1,0 +1,191 @@
+"""Proxies and the gold: load any reward model, score a pool once, read every mode off one pass.
+
+A scorer reference is ``PATH[:MODE]``: a smorm run or model folder (or an ensemble / Baseline SM
+folder, when :mod:`smorm.models.composite` is available), or a Hugging Face
+``AutoModelForSequenceClassification`` folder (mode F only). Several references to one folder
+(``runs/smorm:F`` and ``runs/smorm:M``) share one load and one scoring pass.
+
+Pool scores are cached in ``<out>/scores/<name>-<hash>.json``; the hash covers the model folder's
+files (names, sizes, modification times) and the pool file, so a changed model or pool is rescored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from smorm.rlhf.generate import PoolEntry
+from smorm.types import RewardOutput
+
+MODE_NAMES = ("F", "L", "M", "G")
+
+
+@dataclass(frozen=True)
+class ScorerRef:
+    """A reward model folder and the inference mode to read (None: the model's default)."""
+
+    path: Path
+    mode: str | None = None
+
+    @property
+    def label(self) -> str:
+        name = self.path.name if self.path.name != "model" else self.path.parent.name
+        return f"{name}:{self.mode}" if self.mode else name
+
+
+def parse_scorer(text: str) -> ScorerRef:
+    """``PATH[:MODE]`` -> :class:`ScorerRef` (``runs/smorm:M``)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and tail in MODE_NAMES and head:
+        return ScorerRef(Path(head), tail)
+    return ScorerRef(Path(text))
+
+
+def model_folder(path: Path) -> Path:
+    """``RUN/model`` when ``path`` is a run folder, else ``path``."""
+    return path / "model" if (path / "model").is_dir() else path
+
+
+def load_scorer(path: Path, dtype: str = "float32") -> Any:
+    """A model with the scoring surface of ``RewardModel`` (``tokenizer``, ``config``, ``heads``,
+    ``score_token_ids``) from a smorm, composite or Hugging Face sequence-classification folder."""
+    from smorm.models.reward_model import CONFIG_NAME, RewardModel
+
+    folder = model_folder(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"reward model folder not found: {path}")
+    if not (folder / CONFIG_NAME).is_file():
+        from smorm.eval.hf_model import is_sequence_classifier_folder, load_hf_reward_model
+
+        if is_sequence_classifier_folder(folder):
+            return load_hf_reward_model(str(folder), dtype=dtype)
+    try:  # ensembles and Baseline SM folders, when smorm.models.composite is installed
+        from smorm.models.composite import load_scorer as load_composite
+    except ImportError:
+        return RewardModel.from_pretrained(folder, dtype=dtype)
+    return load_composite(folder)
+
+
+def scorer_modes(scorer: Any) -> list[str]:
+    """Modes a scorer can give: F with a single head, L with a multi head, M with both."""
+    heads = set(scorer.heads)
+    modes = [m for m, need in (("F", {"single"}), ("L", {"multi"}), ("M", {"single", "multi"})) if need <= heads]
+    if "gate" in heads:
+        modes.append("G")
+    return modes
+
+
+def attribute_names(scorer: Any) -> list[str]:
+    """Names of the multi head's outputs ([] without one)."""
+    return list(getattr(scorer.config, "attributes", []) or []) if "multi" in set(scorer.heads) else []
+
+
+def score_pool(scorer: Any, entries: Sequence[PoolEntry], batch_size: int = 16, bf16: bool = False) -> RewardOutput:
+    """Score every response of a pool: rows are prompt-major (``P * N`` rows)."""
+    from smorm.data.formatting import Formatter
+
+    formatter = Formatter(scorer.tokenizer, scorer.config.max_length)
+    sequences = [formatter.encode(e.prompt, r).input_ids for e in entries for r in e.responses]
+    return scorer.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=bf16)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of a folder's file names, sizes and modification times (changes when it is rewritten)."""
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class PoolScores:
+    """One model's scores of a pool.
+
+    Attributes:
+        single: ``[P, N]`` single-head reward (None without a single head).
+        attributes: ``[P, N, K]`` multi-head outputs (None without one).
+        attribute_names: ``[K]`` names.
+        gate_weights: ``[P, N, K]`` when the model has a gate.
+        default_mode: the model's own inference mode.
+    """
+
+    single: np.ndarray | None
+    attributes: np.ndarray | None
+    attribute_names: list[str]
+    gate_weights: np.ndarray | None
+    default_mode: str
+
+    def reward(self, mode: str | None) -> np.ndarray:
+        """``[P, N]`` reward of an inference mode (000 Sec. 3: F, L, M)."""
+        from smorm.models.reward_model import reward_for_mode
+
+        shape = (self.single if self.single is not None else self.attributes).shape[:2]  # type: ignore[union-attr]
+        flat = RewardOutput(
+            single=None if self.single is None else torch.from_numpy(self.single.reshape(-1)),
+            attributes=None if self.attributes is None else torch.from_numpy(
+                self.attributes.reshape(-1, self.attributes.shape[-1])),
+            pooled=torch.zeros(0),
+            gate_weights=None if self.gate_weights is None else torch.from_numpy(
+                self.gate_weights.reshape(-1, self.gate_weights.shape[-1])),
+        )
+        return reward_for_mode(flat, mode or self.default_mode).numpy().reshape(shape)
+
+    def to_json(self) -> dict[str, Any]:
+        def listed(array: np.ndarray | None) -> Any:
+            return None if array is None else array.tolist()
+
+        return {"single": listed(self.single), "attributes": listed(self.attributes),
+                "attribute_names": self.attribute_names, "gate_weights": listed(self.gate_weights),
+                "default_mode": self.default_mode}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PoolScores:
+        def array(value: Any) -> np.ndarray | None:
+            return None if value is None else np.asarray(value, dtype=np.float64)
+
+        return cls(array(data["single"]), array(data["attributes"]), list(data["attribute_names"]),
+                   array(data["gate_weights"]), str(data["default_mode"]))
+
+
+def pool_scores(
+    path: Path, entries: Sequence[PoolEntry], pool_file: Path, cache_dir: Path | None,
+    batch_size: int = 16, bf16: bool = False, dtype: str = "float32",
+) -> PoolScores:
+    """Score a pool with the model at ``path`` (or read the cached scores)."""
+    from smorm.train.checkpoint import atomic_write_text
+
+    folder = model_folder(path)
+    cache_file = None
+    if cache_dir is not None:
+        pool_hash = hashlib.sha256(pool_file.read_bytes()).hexdigest()[:16]
+        key = hashlib.sha256(f"{folder_fingerprint(folder)}:{pool_hash}:{bf16}".encode()).hexdigest()[:16]
+        stem = (folder.name if folder.name != "model" else folder.parent.name).replace(os.sep, "_")
+        cache_file = cache_dir / f"{stem}-{key}.json"
+        if cache_file.is_file():
+            return PoolScores.from_json(json.loads(cache_file.read_text()))
+    sizes = {len(e.responses) for e in entries}
+    if len(sizes) != 1:
+        raise ValueError(f"{pool_file}: prompts have different numbers of responses {sorted(sizes)}")
+    num_prompts, pool_size = len(entries), sizes.pop()
+    scorer = load_scorer(path, dtype=dtype)
+    output = score_pool(scorer, entries, batch_size=batch_size, bf16=bf16)
+
+    def shaped(tensor: torch.Tensor | None) -> np.ndarray | None:
+        if tensor is None:
+            return None
+        return tensor.double().numpy().reshape(num_prompts, pool_size, *tensor.shape[1:])
+
+    scores = PoolScores(shaped(output.single), shaped(output.attributes), attribute_names(scorer),
+                        shaped(output.gate_weights), str(getattr(scorer.config, "mode", "F")))
+    if cache_file is not None:
+        atomic_write_text(cache_file, json.dumps({"model": str(folder), **scores.to_json()}) + "\n")
+    return scores

@@ -1,0 +1,102 @@
+"""Best-of-N estimator: exact against brute-force enumeration of every n-subset."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from smorm.rlhf.bon import (
+    best_of_n_weights,
+    bon_curve,
+    bon_grid,
+    expected_best_of_n,
+    kl_bon,
+    n_for_kl,
+)
+
+
+def brute_force_best_of_n(proxy: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Average over all C(N, n) subsets of the value of the proxy's pick, ties split uniformly."""
+    totals = np.zeros(values.shape[1:])
+    subsets = list(itertools.combinations(range(len(proxy)), n))
+    for subset in subsets:
+        best = max(proxy[i] for i in subset)
+        tied = [i for i in subset if proxy[i] == best]
+        totals = totals + np.mean([values[i] for i in tied], axis=0)
+    return totals / len(subsets)
+
+
+def test_kl_bon_formula_and_paper_anchor():
+    assert kl_bon(1) == 0.0
+    assert kl_bon(2) == pytest.approx(math.log(2) - 0.5)
+    # 000 Sec. 3: KL from 0 to 5 by n from 1 to 405.
+    # (the paper rounds: KL_BoN(405) = 5.006 and the smallest n reaching 5 nats is 403).
+    assert kl_bon(405) == pytest.approx(math.log(405) - 404 / 405) == pytest.approx(5.0064, abs=1e-4)
+    assert n_for_kl(5.0) == 403
+    assert kl_bon(n_for_kl(2.0)) >= 2.0 > kl_bon(n_for_kl(2.0) - 1)
+
+
+def test_grid_small_pool_is_every_n_and_large_pool_is_spaced_by_kl():
+    assert bon_grid(7) == [1, 2, 3, 4, 5, 6, 7]
+    grid = bon_grid(405, points=20)
+    assert grid[0] == 1 and grid[-1] == 405 and grid == sorted(set(grid))
+    gaps = np.diff([kl_bon(n) for n in grid])
+    assert gaps.max() < 0.5  # roughly even steps of 5 / 19 ≈ 0.26 nats
+
+
+def test_weights_by_hand_for_n_2_of_4():
+    # C(i-1, 1) / C(4, 2) = (0, 1, 2, 3) / 6.
+    np.testing.assert_allclose(best_of_n_weights(4, 2), [0, 1 / 6, 2 / 6, 3 / 6])
+    np.testing.assert_allclose(best_of_n_weights(4, 4), [0, 0, 0, 1])
+    np.testing.assert_allclose(best_of_n_weights(4, 1), [0.25] * 4)
+
+
+def test_weights_sum_to_one_for_a_large_pool_in_log_space():
+    weights = best_of_n_weights(2000, 405)
+    assert np.all(np.isfinite(weights))
+    assert weights.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("with_ties", [False, True])
+def test_exact_against_enumeration_of_every_subset(with_ties: bool):
+    rng = np.random.default_rng(3)
+    proxy = rng.normal(size=7)
+    if with_ties:
+        proxy[[1, 4]] = proxy[2]  # three-way tie
+        proxy[6] = proxy[0]
+    values = rng.normal(size=(7, 3))  # e.g. gold score, an attribute, a length
+    for n in range(1, 8):
+        np.testing.assert_allclose(
+            expected_best_of_n(proxy, values, n), brute_force_best_of_n(proxy, values, n), rtol=0, atol=1e-12
+        )
+
+
+def test_curve_normalised_to_zero_and_averaged_over_prompts():
+    rng = np.random.default_rng(0)
+    proxy = rng.normal(size=(3, 6))
+    gold = proxy + rng.normal(size=(3, 6))
+    length = rng.integers(5, 50, size=(3, 6)).astype(float)
+    curve = bon_curve("p", proxy, gold, [1, 2, 6], extra={"length": length})
+    assert curve.proxy_score[0] == pytest.approx(0.0, abs=1e-12)
+    assert curve.gold_score[0] == pytest.approx(0.0, abs=1e-12)
+    # n = N picks each prompt's proxy argmax for sure.
+    picks = proxy.argmax(axis=1)
+    expected_gold = np.mean([gold[p, picks[p]] - gold[p].mean() for p in range(3)])
+    assert curve.gold_score[2] == pytest.approx(expected_gold)
+    assert curve.extra["length"][2] == pytest.approx(np.mean([length[p, picks[p]] for p in range(3)]))
+    assert curve.extra["length"][0] == pytest.approx(length.mean())
+    n2 = np.mean([brute_force_best_of_n(proxy[p], gold[p], 2) - gold[p].mean() for p in range(3)])
+    assert curve.gold_score[1] == pytest.approx(n2)
+    assert curve.kl == pytest.approx([0.0, math.log(2) - 0.5, math.log(6) - 5 / 6])
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="pool size"):
+        bon_curve("p", np.zeros((2, 3)), np.zeros((2, 3)), [1, 4])
+    with pytest.raises(ValueError, match=r"\[P, N\]"):
+        bon_curve("p", np.zeros((2, 3)), np.zeros((2, 4)), [1])
+    with pytest.raises(ValueError):
+        best_of_n_weights(3, 0)

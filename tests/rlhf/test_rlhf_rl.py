@@ -1,0 +1,68 @@
+"""RLOO through TRL on a tiny policy: proxy reward function, gold tracked every step, CSV + PNG."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from smorm.cli import app
+from smorm.rlhf.rl import ProxyReward
+from tests.rlhf.rlhf_helpers import save_reward_model, write_prompts
+
+
+def test_proxy_reward_takes_plain_and_conversational_inputs(tmp_path, tiny_llama_dir):
+    from smorm.models.reward_model import RewardModel
+
+    folder = save_reward_model(tmp_path / "proxy", tiny_llama_dir, seed=4)
+    model = RewardModel.from_pretrained(folder)
+    reward = ProxyReward(model, mode="M", name="proxy")
+    expected = model.score(["Say hi.", "Name a fruit."], ["hi", "apple"], mode="M").reward
+    plain = reward(["Say hi.", "Name a fruit."], ["hi", "apple"])
+    chat = reward([[{"role": "user", "content": "Say hi."}], [{"role": "user", "content": "Name a fruit."}]],
+                  [[{"role": "assistant", "content": "hi"}], [{"role": "assistant", "content": "apple"}]],
+                  trainer_state=None)
+    assert plain == pytest.approx(expected, abs=1e-6) and chat == pytest.approx(expected, abs=1e-6)
+    assert reward.__name__ == "proxy" and reward.last_batch[1] == ["hi", "apple"]
+    assert reward.last_batch[0][1] == [{"role": "user", "content": "Name a fruit."}]
+    assert reward.last_batch[2].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_rloo_run_tracks_the_gold_and_trains_the_policy(tmp_path, tiny_llama_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    proxy = save_reward_model(tmp_path / "proxy", tiny_llama_dir, seed=1)
+    gold = save_reward_model(tmp_path / "gold", tiny_llama_dir, seed=2)
+    prompts = write_prompts(tmp_path / "prompts.jsonl")
+    out = tmp_path / "rl"
+    result = CliRunner().invoke(app, [
+        "rl", "--policy", str(tiny_llama_dir), "--reward", f"{proxy}:F", "--gold", f"{gold}:M",
+        "--prompts", str(prompts), "--num-prompts", "6", "--steps", "3", "--num-generations", "2",
+        "--prompts-per-step", "2", "--max-completion-length", "8", "--lr", "1e-2", "--out", str(out),
+        "--save-policy",
+    ])
+    assert result.exit_code == 0, result.output
+    with open(out / "rl.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2]
+    for row in rows:
+        assert all(math.isfinite(float(row[k])) for k in ("proxy", "gold", "proxy_sem", "gold_sem"))
+        assert int(row["samples"]) == 4  # 2 prompts x 2 generations
+    assert (out / "rl.png").stat().st_size > 0
+    before = {k: v for k, v in load_file(next(tiny_llama_dir.glob("*.safetensors"))).items()}
+    after = load_file(next((out / "policy").glob("*.safetensors")))
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert changed, "RLOO did not change any policy weight"
+
+
+def test_running_mean_by_hand():
+    import numpy as np
+
+    from smorm.rlhf.plots import running_mean
+
+    np.testing.assert_allclose(running_mean(np.array([1.0, 2.0, 3.0, 6.0]), 2), [1.0, 1.5, 2.5, 4.5])
+    np.testing.assert_allclose(running_mean(np.array([4.0, 0.0]), 1), [4.0, 0.0])
