@@ -99,8 +99,8 @@ def test_judges_table_and_summary(lab):
     judges = summary["judges"]
     assert [row["judge"] for row in judges["rows"]] == ["bt", "smorm:F", "smorm:M", "gold:M"]
     assert [row["role"] for row in judges["rows"]] == ["proxy", "proxy", "proxy", "gold"]
-    assert all(0 <= cell["score"] <= 100 for row in judges["rows"] for cell in row["scores"].values())
-    assert "dev-benchmark accuracy of the judges" in lab["output"]
+    assert all(0 <= cell["score"] <= 1 for row in judges["rows"] for cell in row["scores"].values())
+    assert "dev-benchmark scores of the judges in %" in lab["output"]
     assert summary["pool"]["prompts"] == 4 and summary["pool"]["samples_per_prompt"] == 5
     assert len(list((lab["out"] / "scores").glob("*.json"))) == 3  # one scoring pass per model folder
 

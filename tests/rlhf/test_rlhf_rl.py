@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -53,6 +54,18 @@ def test_rloo_run_tracks_the_gold_and_trains_the_policy(tmp_path, tiny_llama_dir
         assert all(math.isfinite(float(row[k])) for k in ("proxy", "gold", "proxy_sem", "gold_sem"))
         assert int(row["samples"]) == 4  # 2 prompts x 2 generations
     assert (out / "rl.png").stat().st_size > 0
+    samples = [json.loads(line) for line in (out / "rl_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 12 and {s["step"] for s in samples} == {0, 1, 2}
+    step0 = [s for s in samples if s["step"] == 0]
+    assert sum(s["gold"] for s in step0) / 4 == pytest.approx(float(rows[0]["gold"]), abs=1e-4)
+    from smorm.models.reward_model import RewardModel
+
+    gold_model, proxy_model = RewardModel.from_pretrained(gold), RewardModel.from_pretrained(proxy)
+    last = samples[-1]
+    assert gold_model.score([last["prompt"]], [last["completion"]], mode="M").reward[0] == pytest.approx(
+        last["gold"], abs=1e-4)
+    assert proxy_model.score([last["prompt"]], [last["completion"]], mode="F").reward[0] == pytest.approx(
+        last["proxy"], abs=1e-4)
     before = {k: v for k, v in load_file(next(tiny_llama_dir.glob("*.safetensors"))).items()}
     after = load_file(next((out / "policy").glob("*.safetensors")))
     changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]

@@ -163,7 +163,7 @@ def sample_responses(
             rows.append(ids)
             seeds.append(sample_seed(config.seed, key, int(j)))
             owners.append(p)
-    batch = tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    batch = tokenizer.pad({"input_ids": rows}, padding=True, padding_side="left", return_tensors="pt")
     eos = eos_token_ids(model, tokenizer)
     generation = GenerationConfig(
         max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=eos,

@@ -194,14 +194,23 @@ def judges_table(refs: list[ScorerRef], specs: list[Any], settings: BoNSettings,
             if mode in entry["modes"]:
                 score, ci = headline(entry, mode)
                 if score is not None:
-                    cells[label] = {"score": score, "ci": ci, "items": entry["items"]}
+                    cells[label] = {"score": score, "ci": ci, "items": entry["items"], "kind": entry["kind"]}
         rows.append({"judge": ref.label, "role": role, "mode": mode, "scores": cells})
     width = max(len(r["judge"]) for r in rows) + 2
-    lines = ["dev-benchmark accuracy of the judges (seeded sample; 95% bootstrap CI)",
+    lines = ["dev-benchmark scores of the judges in %, Kendall tau for ranked (seeded sample; 95% bootstrap CI)",
              "judge".ljust(width) + "role   " + "".join(label[:30].rjust(32) for label in labels)]
     for row in rows:
-        cells = [row["scores"].get(label) for label in labels]
-        lines.append(row["judge"].ljust(width) + row["role"].ljust(7) + "".join(
-            (f"{c['score']:.1f} [{c['ci'][0]:.1f}, {c['ci'][1]:.1f}] n={c['items']}" if c and c["ci"]
-             else (f"{c['score']:.1f}" if c else "-")).rjust(32) for c in cells))
+        lines.append(row["judge"].ljust(width) + row["role"].ljust(7)
+                     + "".join(_cell(row["scores"].get(label)).rjust(32) for label in labels))
     return {"benchmarks": labels, "rows": rows, "table": "\n".join(lines)}
+
+
+def _cell(cell: dict[str, Any] | None) -> str:
+    """``61.0 [50.5, 70.0] n=100``: accuracies in %, a ranked benchmark's tau as is."""
+    if cell is None:
+        return "-"
+    scale = 1.0 if cell["kind"] == "ranked" else 100.0
+    text = f"{scale * cell['score']:.1f}"
+    if cell["ci"]:
+        text += f" [{scale * cell['ci'][0]:.1f}, {scale * cell['ci'][1]:.1f}]"
+    return f"{text} n={cell['items']}"

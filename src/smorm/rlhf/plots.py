@@ -49,11 +49,11 @@ def attribute_rows(curves: Sequence[BoNCurve], attributes: Sequence[str]) -> tup
     return header, rows
 
 
-def _figure(panels: int, width: float = 5.0, height: float = 4.0) -> tuple[Any, list[Any]]:
+def _figure(panels: int, width: float = 5.0, height: float = 4.0, sharey: bool = False) -> tuple[Any, list[Any]]:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width * panels, height))
-    return figure, list(figure.subplots(1, panels, squeeze=False)[0])
+    return figure, list(figure.subplots(1, panels, squeeze=False, sharey=sharey)[0])
 
 
 def plot_bon(curves: Sequence[BoNCurve], path: Path, title: str = "") -> Path:
@@ -80,14 +80,15 @@ def plot_attributes(curves: Sequence[BoNCurve], attributes: Sequence[str], path:
     """One panel per proxy: change of each attribute of the pick from n = 1, vs KL_BoN (000 Fig. 7)."""
     from smorm.eval.plots import save_figure
 
-    figure, panels = _figure(max(len(curves), 1), width=4.5)
+    figure, panels = _figure(max(len(curves), 1), width=4.5, sharey=True)  # one scale: proxies side by side
     for axes, curve in zip(panels, curves):
         for name in attributes:
             values = np.asarray(curve.extra[f"attribute:{name}"])
             axes.plot(curve.kl, values - values[0], marker=".", label=name)
         axes.axhline(0.0, color="gray", linewidth=0.8)
-        axes.set(xlabel="KL_BoN (nats)", ylabel="attribute score − value at n = 1", title=f"proxy {curve.proxy}")
+        axes.set(xlabel="KL_BoN (nats)", title=f"proxy {curve.proxy}")
         axes.legend(fontsize="small")
+    panels[0].set_ylabel("attribute score of the pick − value at n = 1")
     if title:
         figure.suptitle(title)
     return save_figure(figure, path)

@@ -68,7 +68,8 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
     """A TRL ``TrainerCallback`` that scores the proxy's last batch with the gold every ``every`` steps.
 
     Each row's ``step`` is the number of updates the sampling policy had received (0 = initial).
-    ``rl.csv`` is rewritten (atomically) after every row, ``rl.png`` when training ends.
+    ``rl.csv`` is rewritten (atomically) after every row, ``rl.png`` when training ends; every scored
+    completion is appended to ``rl_samples.jsonl`` with both scores.
     """
     from transformers import TrainerCallback
 
@@ -98,6 +99,10 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
                    "kl": float("nan"), "completion_tokens": float("nan")}
             self.rows.append(row)
             log(f"step {step}: proxy {row['proxy']:+.3f}  gold {row['gold']:+.3f}")
+            with open(out_dir / "rl_samples.jsonl", "a") as handle:  # what the policy wrote, to read hacks
+                for prompt, text, p, g in zip(prompts, texts, proxy_rewards, gold_rewards):
+                    handle.write(json.dumps({"step": step, "prompt": prompt, "completion": text,
+                                             "proxy": float(p), "gold": float(g)}) + "\n")
             self.write()
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -155,6 +160,7 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str
     started = time.time()
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "rl_samples.jsonl").unlink(missing_ok=True)  # a new run, not a resume: start the log afresh
     reward_ref, gold_ref = parse_scorer(settings.reward), parse_scorer(settings.gold)
     for ref in (reward_ref, gold_ref):
         if not model_folder(ref.path).is_dir():
