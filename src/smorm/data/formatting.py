@@ -3,7 +3,9 @@
 The prompt is rendered with ``add_generation_prompt=True`` and the whole conversation with the
 response as the final assistant turn; the response tokens are what follows the rendered prompt.
 Truncation keeps the end of the response (the reward is read at the last token) and cuts the
-prompt from the left.
+prompt from the left. A preference pair is cut at one prompt start for both responses
+(:meth:`Formatter.encode_pair`), so chosen and rejected share an identical prompt prefix and the
+prompt can be encoded once (issue 8, shared-prompt packing).
 """
 
 from __future__ import annotations
@@ -112,6 +114,31 @@ class Formatter:
         prompt_ids, response_ids = self._split_tokens(text, boundary)
         return self._assemble(prompt_ids, response_ids)
 
+    def encode_pair(
+        self, prompt: list[Message], chosen: str, rejected: str
+    ) -> tuple[EncodedSequence, EncodedSequence]:
+        """Encode both responses of a preference pair, cut at the same prompt start.
+
+        When either sequence is too long, both keep the same last prompt tokens: as many as fit
+        beside the longer response (``max_length - specials - max(len(chosen), len(rejected))``), so
+        ``chosen.input_ids[:response_start] == rejected.input_ids[:response_start]`` and the prompt
+        can be packed once. A pair that fits is encoded exactly as :meth:`encode` would. A response
+        that fills ``max_length`` alone, or a template whose two renderings tokenise the prompt
+        differently, leaves each sequence encoded on its own (the pair then shares no prompt).
+        A sequence counts as truncated when any of its tokens was cut.
+        """
+        parts = []
+        for response in (chosen, rejected):
+            text, boundary = self.render(prompt, response)
+            parts.append(self._strip_specials(*self._split_tokens(text, boundary)))
+        (chosen_prompt, chosen_response), (rejected_prompt, rejected_response) = parts
+        shared_budget = self._budget - max(len(chosen_response), len(rejected_response))
+        if chosen_prompt != rejected_prompt or shared_budget <= 0:
+            return (self._fit(chosen_prompt, chosen_response, self._budget - len(chosen_response)),
+                    self._fit(rejected_prompt, rejected_response, self._budget - len(rejected_response)))
+        return (self._fit(chosen_prompt, chosen_response, shared_budget),
+                self._fit(rejected_prompt, rejected_response, shared_budget))
+
     def encode_prompt(self, prompt: list[Message]) -> EncodedSequence:
         """Token ids of the prompt with the generation prompt (for gating features or generation)."""
         text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
@@ -134,7 +161,16 @@ class Formatter:
         tail = self.tokenizer(text[boundary:], add_special_tokens=False)["input_ids"]
         return list(head), list(tail)
 
+    @property
+    def _budget(self) -> int:
+        """Tokens left for prompt + response besides the tokenizer's own special tokens."""
+        return self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+
     def _assemble(self, prompt_ids: list[int], response_ids: list[int]) -> EncodedSequence:
+        prompt_ids, response_ids = self._strip_specials(prompt_ids, response_ids)
+        return self._fit(prompt_ids, response_ids, self._budget - len(response_ids))
+
+    def _strip_specials(self, prompt_ids: list[int], response_ids: list[int]) -> tuple[list[int], list[int]]:
         prefix, suffix = self.prefix_ids, self.suffix_ids
         # A template that already writes the tokenizer's own BOS/EOS must not get it twice; taking
         # it out of the prompt/response also keeps it when the prompt is cut from the left.
@@ -144,14 +180,20 @@ class Formatter:
             response_ids = response_ids[: -len(suffix)]
         elif suffix and not response_ids and prompt_ids[-len(suffix) :] == suffix:
             prompt_ids = prompt_ids[: -len(suffix)]
-        budget = self.max_length - len(prefix) - len(suffix)
-        truncated = len(prompt_ids) + len(response_ids) > budget
-        if truncated:
-            if len(response_ids) >= budget:
-                prompt_ids, response_ids = [], response_ids[len(response_ids) - budget :]
-            else:
-                prompt_ids = prompt_ids[len(prompt_ids) - (budget - len(response_ids)) :]
-            self.num_truncated += 1
+        return prompt_ids, response_ids
+
+    def _fit(self, prompt_ids: list[int], response_ids: list[int], prompt_budget: int) -> EncodedSequence:
+        """Keep the last ``prompt_budget`` prompt tokens (a response filling the budget alone keeps
+        its last tokens and no prompt), add the special tokens, and count the sequence."""
+        budget = self._budget
+        kept_prompt, kept_response = prompt_ids, response_ids
+        if len(response_ids) >= budget:
+            kept_prompt, kept_response = [], response_ids[len(response_ids) - budget :]
+        else:
+            keep = max(0, min(len(prompt_ids), prompt_budget, budget - len(response_ids)))
+            kept_prompt = prompt_ids[len(prompt_ids) - keep :]
+        truncated = len(kept_prompt) < len(prompt_ids) or len(kept_response) < len(response_ids)
+        self.num_truncated += int(truncated)
         self.num_encoded += 1
-        ids = [*prefix, *prompt_ids, *response_ids, *suffix]
-        return EncodedSequence(ids, truncated, response_start=len(prefix) + len(prompt_ids))
+        ids = [*self.prefix_ids, *kept_prompt, *kept_response, *self.suffix_ids]
+        return EncodedSequence(ids, truncated, response_start=len(self.prefix_ids) + len(kept_prompt))

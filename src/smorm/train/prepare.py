@@ -111,8 +111,8 @@ def tokenize(data: LoadedData, tokenizer: Any, max_length: int, show_progress: b
     total = len(data.pairs) + len(data.ratings)
     with tqdm(total=total, desc="tokenising", unit="rec", disable=not show_progress or total < 2000) as bar:
         for pair in data.pairs:
-            c = formatter.encode(pair.prompt, pair.chosen)
-            r = formatter.encode(pair.prompt, pair.rejected)
+            # one prompt start for both responses, so train.shared_prompt can pack the prompt once
+            c, r = formatter.encode_pair(pair.prompt, pair.chosen, pair.rejected)
             chosen.append(c.input_ids)
             rejected.append(r.input_ids)
             chosen_prompt.append(_prompt_length(c))
