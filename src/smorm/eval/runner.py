@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -177,69 +177,101 @@ def available_modes(model: Any) -> list[str]:
 
 
 def concat_outputs(parts: list[Any]) -> Any:
-    """Concatenate :class:`RewardOutput` parts row-wise, field by field (tensors and dicts of tensors)."""
-    from smorm.types import RewardOutput
+    """Concatenate :class:`RewardOutput` parts row-wise (see :func:`smorm.models.scoring.concat_outputs`)."""
+    from smorm.models.scoring import concat_outputs as concat
 
-    merged: dict[str, Any] = {}
-    for spec in fields(RewardOutput):
-        values = [getattr(part, spec.name) for part in parts]
-        if isinstance(values[0], dict):
-            merged[spec.name] = {key: torch.cat([v[key] for v in values]) for key in values[0]}
-        else:
-            merged[spec.name] = None if values[0] is None else torch.cat(values)
-    return RewardOutput(**merged)
+    return concat(parts)
 
 
 def select_rows(output: Any, index: torch.Tensor) -> Any:
     """The rows ``index`` of every tensor in a :class:`RewardOutput`."""
-    from smorm.types import RewardOutput
+    from smorm.models.scoring import select_rows as select
 
-    picked: dict[str, Any] = {}
-    for spec in fields(RewardOutput):
-        value = getattr(output, spec.name)
-        if isinstance(value, dict):
-            picked[spec.name] = {key: tensor[index] for key, tensor in value.items()}
-        else:
-            picked[spec.name] = None if value is None else value[index]
-    return RewardOutput(**picked)
+    return select(output, index)
+
+
+def packs_by_default(model: Any) -> bool:
+    """Shared-prompt packing is on by default for a smorm RewardModel on a causal backbone."""
+    from smorm.models.reward_model import RewardModel
+
+    return isinstance(model, RewardModel) and bool(model.config.is_decoder)
+
+
+def scoring_order(sequences: list[list[int]], response_starts: list[int] | None, pack: bool) -> list[list[int]]:
+    """Chunks of input indices to score, longest first.
+
+    Unpacked: one global length sort, cut every ``chunk`` sequences by the caller. Packed: sequences
+    with identical prompt tokens are kept together (a group is sorted by its longest member, and its
+    members follow each other), so the scorer can encode their prompt once.
+    """
+    if not pack or response_starts is None:
+        return [sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, (sequence, start) in enumerate(zip(sequences, response_starts, strict=True)):
+        key = tuple(sequence[:start]) if 0 < start < len(sequence) else (-1 - index,)  # unique key: no prompt
+        groups.setdefault(key, []).append(index)
+    members = [sorted(group, key=lambda i: -len(sequences[i])) for group in groups.values()]
+    members.sort(key=lambda group: -len(sequences[group[0]]))
+    return members
 
 
 def score_sequences(model: Any, sequences: list[list[int]], batch_size: int, bf16: bool, show_progress: bool,
-                    description: str = "scoring", response_starts: list[int] | None = None) -> Any:
+                    description: str = "scoring", response_starts: list[int] | None = None,
+                    pack: bool | None = None) -> Any:
     """Score token sequences in globally length-sorted chunks; rows come back in input order.
 
     Sorting all sequences once (not per chunk) keeps padding minimal; the chunks only exist so a
     progress bar can move. ``response_starts`` is passed on to scorers that take it (a gate
-    reads the prompt's last token).
+    reads the prompt's last token). ``pack`` (default: :func:`packs_by_default`) encodes a prompt
+    shared by several sequences once; a chunk never splits such a group.
     """
     from tqdm.auto import tqdm
 
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    takes_starts = "response_starts" in inspect.signature(model.score_token_ids).parameters
+    parameters = inspect.signature(model.score_token_ids).parameters
+    takes_starts = "response_starts" in parameters
+    if pack is None:
+        pack = packs_by_default(model)
+    pack = bool(pack and "pack" in parameters and takes_starts and response_starts is not None)
     chunk = max(batch_size * 8, 1)
+    chunks: list[list[int]] = []
+    for group in scoring_order(sequences, response_starts, pack):
+        if pack and chunks and len(chunks[-1]) + len(group) <= chunk:
+            chunks[-1].extend(group)
+        elif pack:
+            chunks.append(list(group))
+        else:
+            chunks.extend(group[start : start + chunk] for start in range(0, len(group), chunk))
     parts = []
     with tqdm(total=len(sequences), desc=description, unit="seq", disable=not show_progress) as bar:
-        for start in range(0, len(order), chunk):
-            rows = order[start : start + chunk]
+        for rows in chunks:
             kwargs: dict[str, Any] = {"batch_size": batch_size, "autocast_bf16": bf16}
             if takes_starts and response_starts is not None:
                 kwargs["response_starts"] = [response_starts[i] for i in rows]
+            if pack:
+                kwargs["pack"] = True
             parts.append(model.score_token_ids([sequences[i] for i in rows], **kwargs))
             bar.update(len(rows))
+    order = [i for rows in chunks for i in rows]
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
     return select_rows(concat_outputs(parts), inverse)
 
 
 def evaluate_model(model: Any, specs: list[BenchSpec], batch_size: int = 16, bf16: bool = False,
-                   show_progress: bool = True, modes: list[str] | None = None) -> dict[str, Any]:
+                   show_progress: bool = True, modes: list[str] | None = None, pack: bool | None = None
+                   ) -> dict[str, Any]:
     """Score every benchmark with every available mode; returns a JSON-ready report dict."""
-    return evaluate_loaded(model, load_benchmarks(specs), batch_size, bf16, show_progress, modes)
+    return evaluate_loaded(model, load_benchmarks(specs), batch_size, bf16, show_progress, modes, pack)
 
 
 def evaluate_loaded(model: Any, loaded: LoadedBenchmarks, batch_size: int = 16, bf16: bool = False,
-                    show_progress: bool = True, modes: list[str] | None = None) -> dict[str, Any]:
-    """Score already-loaded benchmarks (see :func:`load_benchmarks`) with every available mode."""
+                    show_progress: bool = True, modes: list[str] | None = None, pack: bool | None = None
+                    ) -> dict[str, Any]:
+    """Score already-loaded benchmarks (see :func:`load_benchmarks`) with every available mode.
+
+    ``pack``: encode a prompt shared by several responses once (default: on for a smorm RewardModel
+    on a causal backbone, see :func:`score_sequences`); scores are the same up to float rounding.
+    """
     from smorm.data.formatting import Formatter
     from smorm.models.reward_model import reward_for_mode
 
@@ -254,13 +286,13 @@ def evaluate_loaded(model: Any, loaded: LoadedBenchmarks, batch_size: int = 16, 
         "modes": chosen_modes, "attributes": list(getattr(model.config, "attributes", []) or []),
         "num_sequences": len(encoded), "batch_size": batch_size, "precision": "bf16" if bf16 else "fp32",
         "truncated_sequences": int(formatter.num_truncated), "max_length": int(model.config.max_length),
-        "benchmarks": {},
+        "shared_prompt_packing": packs_by_default(model) if pack is None else bool(pack), "benchmarks": {},
     }
     if not encoded:
         return report
     started = time.time()
     output = score_sequences(model, [e.input_ids for e in encoded], batch_size, bf16, show_progress,
-                             "scoring benchmarks", [e.response_start for e in encoded])
+                             "scoring benchmarks", [e.response_start for e in encoded], pack)
     report["scoring_seconds"] = round(time.time() - started, 1)
     arrays = ScoredArrays(
         rewards={mode: reward_for_mode(output, mode).double().numpy() for mode in chosen_modes},
@@ -419,7 +451,8 @@ def load_scorer_for(run: str | Path, hf: bool | None = None, max_length: int | N
 def evaluate_run(run: str | Path, specs: list[BenchSpec], out_dir: Path, batch_size: int = 16, bf16: bool = False,
                  show_progress: bool = True, *, hf: bool | None = None, max_length: int | None = None,
                  theory: bool = False, theory_sample: int = 200, theory_seed: int = 0,
-                 theory_ridge: float = 1e-3, modes: list[str] | None = None) -> EvalReport:
+                 theory_ridge: float = 1e-3, modes: list[str] | None = None, pack: bool | None = None
+                 ) -> EvalReport:
     """Evaluate a model on benchmarks (and, with ``theory``, check Theorem 1 on its training data);
     write report.json, report.md and plots into ``out_dir``.
 
@@ -434,7 +467,7 @@ def evaluate_run(run: str | Path, specs: list[BenchSpec], out_dir: Path, batch_s
     loaded = load_benchmarks(specs)
     theory_data = load_theory_data(run, theory_sample, theory_seed) if theory else None
     model, source = load_scorer_for(run, hf=hf, max_length=max_length)
-    report = evaluate_loaded(model, loaded, batch_size, bf16, show_progress, modes)
+    report = evaluate_loaded(model, loaded, batch_size, bf16, show_progress, modes, pack)
     report["model"] = source
     report["scorer"] = type(model).__name__
     if theory_data is not None:

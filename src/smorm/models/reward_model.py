@@ -356,17 +356,21 @@ class RewardModel(nn.Module):
         autocast_bf16: bool = False,
         response_starts: Sequence[int] | None = None,
         with_prompt_features: bool = False,
+        pack: bool = False,
     ) -> RewardOutput:
         """Run token sequences through the model in length-sorted batches; rows come back in input order.
 
         Args:
             sequences: token ids of prompt + response, as :class:`~smorm.data.formatting.Formatter` gives.
             response_starts: ``EncodedSequence.response_start`` of each sequence; required when the model
-                has a gate, which reads the prompt's last token (``response_start - 1``).
+                has a gate, which reads the prompt's last token (``response_start - 1``), and with ``pack``.
             with_prompt_features: also return the prompt features ``[N, d]`` in ``extra["prompt_pooled"]``
                 (computed whenever a gate exists).
+            pack: encode each prompt shared by several sequences once (packed rows, see
+                :mod:`smorm.models.scoring`); causal backbones only, others score unpacked. The outputs
+                equal the unpacked ones up to float rounding.
         """
-        from smorm.data.collate import collate_sequences
+        from smorm.models import scoring
 
         need_prompt = with_prompt_features or GATE_HEAD in self.heads
         if need_prompt and response_starts is None:
@@ -375,8 +379,32 @@ class RewardModel(nn.Module):
                 "each sequence) so the gate can read the prompt's last token"
                 if GATE_HEAD in self.heads else "with_prompt_features needs response_starts"
             )
+        if pack and response_starts is None:
+            raise ValueError("pack=True needs response_starts (EncodedSequence.response_start of each sequence)")
         if response_starts is not None and len(response_starts) != len(sequences):
             raise ValueError(f"{len(sequences)} sequences but {len(response_starts)} response_starts")
+        groups: list[list[int]] = []
+        if pack and scoring.can_pack(self):
+            assert response_starts is not None
+            groups, single = scoring.shared_prompt_groups(sequences, response_starts)
+        if not groups:
+            return self._score_padded(sequences, batch_size, autocast_bf16, response_starts, need_prompt)
+        was_training = self.training
+        self.eval()
+        try:
+            packed = scoring.score_packed(self, sequences, response_starts, groups, batch_size, autocast_bf16,
+                                          need_prompt)
+        finally:
+            self.train(was_training)
+        padded = self._score_padded(
+            [sequences[i] for i in single], batch_size, autocast_bf16,
+            None if response_starts is None else [response_starts[i] for i in single], need_prompt)
+        return scoring.in_input_order([packed, (single, padded)])
+
+    def _score_padded(self, sequences: Sequence[list[int]], batch_size: int, autocast_bf16: bool,
+                      response_starts: Sequence[int] | None, need_prompt: bool) -> RewardOutput:
+        from smorm.data.collate import collate_sequences
+
         was_training = self.training
         self.eval()
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))

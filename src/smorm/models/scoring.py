@@ -1,0 +1,184 @@
+"""Scoring token sequences with a :class:`~smorm.models.reward_model.RewardModel`.
+
+Shared-prompt packing (issue 8): on benchmarks such as RM-Bench one prompt comes with several
+responses, and on pairwise data with two. For a causal backbone, the responses whose token ids share
+an identical prompt prefix are packed as ``prompt ⊕ response_1 ⊕ response_2 …`` rows
+(:func:`smorm.models.packing.pack_rows`: a 4D mask in which no response sees another, positions that
+continue from the prompt), so the prompt is encoded once. Every response's last-token state is then
+that of its own ``prompt ⊕ response`` sequence up to float rounding, and the gate's prompt feature
+(004 Sec. 3.2, the prompt's last token) is read from the same row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+import torch
+
+from smorm.types import RewardOutput
+
+if TYPE_CHECKING:
+    from smorm.models.reward_model import RewardModel
+
+PACKABLE_ATTENTION = ("sdpa", "eager")
+
+
+@dataclass
+class PackedRow:
+    """One packed row: a prompt and the input indices of the responses that follow it, in row order."""
+
+    prompt: list[int]
+    members: list[int]
+
+
+def can_pack(model: RewardModel) -> bool:
+    """True when the backbone is causal, takes position ids and runs an attention that accepts a 4D mask."""
+    base = model.base_model
+    implementation = getattr(base.config, "_attn_implementation", None) or "eager"
+    return bool(model.config.is_decoder and model._accepts_position_ids and implementation in PACKABLE_ATTENTION)
+
+
+def shared_prompt_groups(sequences: Sequence[list[int]], response_starts: Sequence[int]
+                         ) -> tuple[list[list[int]], list[int]]:
+    """Split input indices into groups that share identical prompt tokens and the rest.
+
+    Returns:
+        ``(groups, single)``: each group lists (in input order) two or more indices whose
+        ``sequence[:response_start]`` is the same non-empty token list; ``single`` holds every other
+        index (a unique prompt, no prompt left after truncation, or no response tokens).
+    """
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    single: list[int] = []
+    for index, (sequence, start) in enumerate(zip(sequences, response_starts, strict=True)):
+        if 0 < start < len(sequence):
+            by_prompt.setdefault(tuple(sequence[:start]), []).append(index)
+        else:
+            single.append(index)
+    groups = [members for members in by_prompt.values() if len(members) > 1]
+    single.extend(members[0] for members in by_prompt.values() if len(members) == 1)
+    return groups, sorted(single)
+
+
+def plan_rows(groups: list[list[int]], sequences: Sequence[list[int]], response_starts: Sequence[int],
+              max_row_tokens: int) -> list[PackedRow]:
+    """Rows of ``prompt ⊕ responses`` no longer than ``max_row_tokens`` (a group too long for one row
+    is spread over several, each with the prompt); a row always holds at least one response."""
+    rows: list[PackedRow] = []
+    for members in groups:
+        start = response_starts[members[0]]
+        prompt = list(sequences[members[0]][:start])
+        row: list[int] = []
+        length = len(prompt)
+        for index in members:
+            response_length = len(sequences[index]) - start
+            if row and length + response_length > max_row_tokens:
+                rows.append(PackedRow(prompt, row))
+                row, length = [], len(prompt)
+            row.append(index)
+            length += response_length
+        rows.append(PackedRow(prompt, row))
+    return rows
+
+
+def row_batches(rows: list[PackedRow], lengths: list[int], token_budget: int, score_budget: int
+                ) -> list[list[int]]:
+    """Longest-first batches of row indices whose padded size stays within both budgets.
+
+    A batch of ``R`` rows padded to ``L`` holds ``R * L`` token slots and ``R * L**2`` attention
+    scores per head; both stay at most what a padded batch of ``batch_size`` sequences of the longest
+    length would use (``token_budget``, ``score_budget``), so packing never needs more memory.
+    """
+    order = sorted(range(len(rows)), key=lambda r: -lengths[r])
+    batches: list[list[int]] = []
+    for r in order:
+        if batches:
+            width = lengths[batches[-1][0]]  # longest first: the batch's first row sets its width
+            count = len(batches[-1]) + 1
+            if count * width <= token_budget and count * width * width <= score_budget:
+                batches[-1].append(r)
+                continue
+        batches.append([r])
+    return batches
+
+
+def score_packed(model: RewardModel, sequences: Sequence[list[int]], response_starts: Sequence[int],
+                 groups: list[list[int]], batch_size: int, autocast_bf16: bool, need_prompt: bool
+                 ) -> tuple[list[int], RewardOutput]:
+    """Score the sequences of shared-prompt ``groups`` in packed rows.
+
+    Returns:
+        ``(indices, output)``: the input indices scored, and their outputs in that order (float32).
+    """
+    from smorm.models.packing import pack_rows, packed_hidden_states
+
+    longest = max(len(sequences[i]) for members in groups for i in members)
+    token_budget = batch_size * longest
+    score_budget = batch_size * longest * longest
+    max_row_tokens = max(longest, math.isqrt(score_budget))  # a lone row of L tokens has L**2 scores
+    rows = plan_rows(groups, sequences, response_starts, max_row_tokens)
+    lengths = [len(row.prompt) + sum(len(sequences[i]) - len(row.prompt) for i in row.members) for row in rows]
+    indices: list[int] = []
+    parts: list[RewardOutput] = []
+    for batch in row_batches(rows, lengths, token_budget, score_budget):
+        chosen_rows = [rows[r] for r in batch]
+        packed = pack_rows([row.prompt for row in chosen_rows],
+                           [[sequences[i][len(row.prompt):] for i in row.members] for row in chosen_rows],
+                           model.tokenizer.pad_token_id)
+        slot_rows = torch.tensor([r for r, row in enumerate(chosen_rows) for _ in row.members], dtype=torch.long)
+        slot_segments = torch.tensor([k for row in chosen_rows for k in range(len(row.members))], dtype=torch.long)
+        prompt_last = torch.tensor([len(row.prompt) - 1 for row in chosen_rows], dtype=torch.long)[slot_rows]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+            hidden = packed_hidden_states(model.base_model, packed)  # [R, L, d]
+            pooled = hidden[slot_rows, packed.last_index[slot_rows, slot_segments]]  # [n, d]
+            prompt_pooled = hidden[slot_rows, prompt_last] if need_prompt else None
+            out = model.heads_forward(pooled, prompt_pooled)
+        parts.append(as_float(out))
+        indices.extend(i for row in chosen_rows for i in row.members)
+    return indices, concat_outputs(parts)
+
+
+def as_float(output: RewardOutput) -> RewardOutput:
+    """Every tensor of ``output`` in float32 (bf16 scoring returns float32 results)."""
+    return RewardOutput(
+        single=None if output.single is None else output.single.float(),
+        attributes=None if output.attributes is None else output.attributes.float(),
+        pooled=output.pooled.float(),
+        gate_weights=None if output.gate_weights is None else output.gate_weights.float(),
+        extra={k: v.float() for k, v in output.extra.items()},
+    )
+
+
+def concat_outputs(parts: list[RewardOutput]) -> RewardOutput:
+    """Concatenate :class:`RewardOutput` parts row-wise, field by field (tensors and dicts of tensors)."""
+    merged: dict[str, object] = {}
+    for spec in fields(RewardOutput):
+        values = [getattr(part, spec.name) for part in parts]
+        if isinstance(values[0], dict):
+            merged[spec.name] = {key: torch.cat([v[key] for v in values]) for key in values[0]}
+        else:
+            merged[spec.name] = None if values[0] is None else torch.cat(values)
+    return RewardOutput(**merged)  # type: ignore[arg-type]
+
+
+def select_rows(output: RewardOutput, index: torch.Tensor) -> RewardOutput:
+    """The rows ``index`` of every tensor in a :class:`RewardOutput`."""
+    picked: dict[str, object] = {}
+    for spec in fields(RewardOutput):
+        value = getattr(output, spec.name)
+        if isinstance(value, dict):
+            picked[spec.name] = {key: tensor[index] for key, tensor in value.items()}
+        else:
+            picked[spec.name] = None if value is None else value[index]
+    return RewardOutput(**picked)  # type: ignore[arg-type]
+
+
+def in_input_order(parts: list[tuple[list[int], RewardOutput]]) -> RewardOutput:
+    """Merge outputs scored for disjoint index lists back into input order (``0 .. N-1``)."""
+    parts = [(indices, output) for indices, output in parts if indices]
+    order = torch.tensor([i for indices, _ in parts for i in indices], dtype=torch.long)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    return select_rows(concat_outputs([output for _, output in parts]), inverse)
