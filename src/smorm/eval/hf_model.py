@@ -81,11 +81,17 @@ class HFRewardModel:
 
     @torch.no_grad()
     def score_token_ids(self, sequences: Sequence[list[int]], batch_size: int = 16,
-                        autocast_bf16: bool = False) -> RewardOutput:
-        """Rewards ``single [N]`` and pooled hidden states ``[N, d]``; length-sorted batches, input order kept."""
+                        autocast_bf16: bool = False, response_starts: Sequence[int] | None = None) -> RewardOutput:
+        """Rewards ``single [N]`` and pooled hidden states ``[N, d]``; length-sorted batches, input order kept.
+
+        ``response_starts`` is accepted for the common scoring surface and not used: a classifier has no
+        gate reading the prompt's last token.
+        """
         from smorm.data.collate import collate_sequences
         from smorm.models.reward_model import pool_last_token
 
+        if response_starts is not None and len(response_starts) != len(sequences):
+            raise ValueError(f"{len(sequences)} sequences but {len(response_starts)} response_starts")
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         rewards: list[torch.Tensor] = []
         pooled: list[torch.Tensor] = []

@@ -7,8 +7,9 @@ logs it under ``func.__name__``. Two dataset formats reach it:
 * conversational: ``prompts[i]`` is a list of chat messages and ``completions[i]`` a list of messages
   whose last one is the assistant's reply (earlier ones, e.g. tool turns, join the prompt).
 
-The function is backed by a loaded :class:`~smorm.models.reward_model.RewardModel` (or a model
-folder) scored in-process, or by a ``smorm serve`` URL (``POST /score``). TRL is not imported.
+The function is backed by a loaded scorer -- a :class:`~smorm.models.reward_model.RewardModel`
+(gated ones included), an ensemble / Baseline SM composite or a Hugging Face sequence classifier -- or
+by such a folder, scored in-process; or by a ``smorm serve`` URL (``POST /score``). TRL is not imported.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class SmormRewardFunction:
     """``reward_funcs`` entry: ``reward(prompts=..., completions=..., **kwargs) -> list[float]``.
 
     Args:
-        model: a loaded RewardModel, or a run / model folder to load (exactly one of ``model``, ``url``).
+        model: a loaded scorer (RewardModel, composite, Hugging Face classifier), or a run / model /
+            composite / classifier folder to load (exactly one of ``model``, ``url``).
         url: a ``smorm serve`` address (``http://127.0.0.1:8000`` or its ``/score`` endpoint).
         mode: inference mode (F, L, M, G); None = the model's (or the server's) default.
         batch_size: sequences per forward pass (local model).
@@ -86,10 +88,9 @@ class SmormRewardFunction:
         if (model is None) == (url is None):
             raise ValueError("give exactly one of model (a RewardModel or folder) or url (a smorm serve address)")
         if isinstance(model, (str, os.PathLike)):
-            from smorm.models.reward_model import RewardModel
+            from smorm.rlhf.scorers import load_scorer
 
-            folder = Path(model)
-            model = RewardModel.from_pretrained(folder / "model" if (folder / "model").is_dir() else folder)
+            model = load_scorer(Path(model))
         self.model = model
         self.url = None if url is None else score_url(url)
         self.mode = mode
@@ -106,9 +107,14 @@ class SmormRewardFunction:
         if not pairs:
             return []
         if self.model is not None:
-            scores = self.model.score([p for p, _ in pairs], [r for _, r in pairs], mode=self.mode,
-                                      batch_size=self.batch_size)
-            return [float(x) for x in scores.reward]
+            from smorm.models.composite import score_responses
+            from smorm.models.reward_model import reward_for_mode
+
+            # score_responses hands the model each response_start, which a gate (mode G) needs.
+            output = score_responses(self.model, [p for p, _ in pairs], [r for _, r in pairs],
+                                     batch_size=self.batch_size)
+            mode = self.mode or getattr(self.model.config, "mode", "F")
+            return [float(x) for x in reward_for_mode(output, mode)]
         rewards: list[float] = []
         for start in range(0, len(pairs), self.request_items):
             rewards.extend(self._post(pairs[start : start + self.request_items]))

@@ -9,7 +9,9 @@ A composite is a folder holding ``smorm_composite.json`` (member folders and the
 written atomically); it points at its members and copies no weights. `load_scorer` opens either a
 plain model folder (a `RewardModel`) or a composite folder (a `CompositeScorer`) behind one scoring
 surface: ``.tokenizer``, ``.config`` (``max_length``, ``attributes``, ``mode``), ``.heads`` (names),
-``score_token_ids`` and ``score``.
+``score_token_ids`` and ``score``. `score_responses` formats and scores prompt/response text with any
+scorer on that surface (a Hugging Face sequence classifier included), handing a gated model the
+``response_starts`` its gate needs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from smorm.models.reward_model import (
     CONFIG_NAME,
+    GATE_HEAD,
     MODES,
     RewardModel,
     RewardModelConfig,
@@ -223,6 +226,8 @@ def surface(spec: CompositeSpec, configs: Sequence[RewardModelConfig], source: s
       rewards in that mode (all three modes are linear in the heads).
     * ensemble, min: one head, ``single`` = the minimum over members of their reward in ``mode``;
       the min does not commute with the L/M averages, so no attribute modes are offered.
+    * ensemble, mean, every member gated: a ``gate`` head too, mode G = the members' mean G reward
+      (the gate is not linear in the heads, so it is averaged reward by reward).
     * baseline_sm: ``single`` = the SORM's F, ``multi`` = the MORM's attributes, default mode M =
       their mean (the Baseline SM reward); F and L are the SORM and the MORM alone.
     """
@@ -240,19 +245,20 @@ def surface(spec: CompositeSpec, configs: Sequence[RewardModelConfig], source: s
         if len(modes) != 1:
             raise ValueError(f"{source}: members default to different modes {sorted(modes)}; set field 'mode'")
         mode = modes.pop()
-    heads = [tuple(h for h in ("single", "multi") if h in c.heads) for c in configs]
+    needs = {"F": ("single",), "L": ("multi",), "M": ("single", "multi"), "G": ("multi", GATE_HEAD)}[mode]
+    for role, config in zip(spec.roles, configs, strict=True):
+        if not set(needs) <= set(config.heads):
+            raise ValueError(f"{source}: member {role!r} has no {' and '.join(needs)} head for mode {mode}")
     if spec.combine == "min":
-        for role, member_heads in zip(spec.roles, heads, strict=True):
-            needs = {"F": ("single",), "L": ("multi",), "M": ("single", "multi")}[mode]
-            if not set(needs) <= set(member_heads):
-                raise ValueError(f"{source}: member {role!r} has no {' and '.join(needs)} head for mode {mode}")
         return ("single",), CompositeConfig(max_length, [], "F")
+    heads = [tuple(h for h in ("single", "multi") if h in c.heads) for c in configs]
     if len(set(heads)) != 1 or not heads[0]:
         raise ValueError(f"{source}: ensemble members must have the same single/multi heads, got {heads}")
     attributes = [list(c.attributes) for c in configs]
     if "multi" in heads[0] and any(a != attributes[0] for a in attributes):
         raise ValueError(f"{source}: ensemble members have different attributes {attributes}")
-    return heads[0], CompositeConfig(max_length, attributes[0] if "multi" in heads[0] else [], mode)
+    gated = (GATE_HEAD,) if all(GATE_HEAD in c.heads for c in configs) else ()
+    return heads[0] + gated, CompositeConfig(max_length, attributes[0] if "multi" in heads[0] else [], mode)
 
 
 # ---------------------------------------------------------------- combination (pure)
@@ -268,7 +274,8 @@ def combine_ensemble(outputs: Sequence[RewardOutput], combine: str, mode: str = 
 
     Returns:
         ``single [N]``, ``attributes [N, K]`` (mean only, when every member has them), ``pooled [N, Σ d_i]``
-        (the members' features side by side).
+        (the members' features side by side); with ``mean``, ``extra["gate"] [N]`` = the members' mean
+        gated reward when every member has a gate.
     """
     pooled = torch.cat([o.pooled for o in outputs], dim=-1)
     if combine == "min":
@@ -278,10 +285,12 @@ def combine_ensemble(outputs: Sequence[RewardOutput], combine: str, mode: str = 
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
     singles = [o.single for o in outputs]
     attributes = [o.attributes for o in outputs]
+    gated = [o.extra.get(GATE_HEAD) for o in outputs]
     return RewardOutput(
         single=torch.stack(singles).mean(dim=0) if all(s is not None for s in singles) else None,  # type: ignore[arg-type]
         attributes=torch.stack(attributes).mean(dim=0) if all(a is not None for a in attributes) else None,  # type: ignore[arg-type]
         pooled=pooled,
+        extra={GATE_HEAD: torch.stack(gated).mean(dim=0)} if all(g is not None for g in gated) else {},  # type: ignore[arg-type]
     )
 
 
@@ -312,10 +321,16 @@ class CompositeScorer:
 
     @torch.no_grad()
     def score_token_ids(
-        self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False
+        self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False,
+        response_starts: Sequence[int] | None = None,
     ) -> RewardOutput:
-        """Score token sequences with every member (one forward pass each) and combine."""
-        outputs = [m.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16)
+        """Score token sequences with every member (one forward pass each) and combine.
+
+        ``response_starts`` (``EncodedSequence.response_start`` per sequence) goes to every member; a
+        gated member needs it to read each prompt's last token.
+        """
+        outputs = [m.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16,
+                                     response_starts=response_starts)
                    for m in self.members]
         if self.spec.kind == "baseline_sm":
             return combine_baseline_sm(outputs[0], outputs[1])
@@ -327,18 +342,37 @@ class CompositeScorer:
         batch_size: int = 16, autocast_bf16: bool = False,
     ) -> Scores:
         """Score ``responses[i]`` to ``prompts[i]``, as `RewardModel.score` does."""
-        from smorm.data.formatting import Formatter
         from smorm.models.reward_model import scores_from_output
 
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        formatter = Formatter(self.tokenizer, self.config.max_length)
-        sequences = [
-            formatter.encode(p if isinstance(p, list) else [{"role": "user", "content": p}], r).input_ids
-            for p, r in zip(prompts, responses, strict=True)
-        ]
-        output = self.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16)
+        output = score_responses(self, prompts, responses, batch_size=batch_size, autocast_bf16=autocast_bf16)
         return scores_from_output(output, mode or self.config.mode, self.config.attributes)
+
+
+def score_responses(
+    scorer: Any, prompts: Sequence[str | list[Message]], responses: Sequence[str], batch_size: int = 16,
+    autocast_bf16: bool = False,
+) -> RewardOutput:
+    """Score ``responses[i]`` to ``prompts[i]`` with any scorer on the scoring surface.
+
+    Each pair is formatted with the scorer's chat template (a plain-string prompt is one user turn) and
+    scored with its ``response_start``, which a gate (mode G, 004 Sec. 3.2) needs to read the prompt's
+    last token; scorers without a gate (a Hugging Face classifier) ignore it.
+
+    Returns:
+        The scorer's `RewardOutput` for the ``N`` pairs, in input order (``single [N]``, ``attributes
+        [N, K]``, ``extra["gate"] [N]`` when it has them).
+    """
+    from smorm.data.formatting import Formatter
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    formatter = Formatter(scorer.tokenizer, scorer.config.max_length)
+    encoded = [
+        formatter.encode(p if isinstance(p, list) else [{"role": "user", "content": p}], r)
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+    return scorer.score_token_ids([e.input_ids for e in encoded], batch_size=batch_size,
+                                  autocast_bf16=autocast_bf16, response_starts=[e.response_start for e in encoded])
 
 
 def load_scorer(path: str | os.PathLike[str], trust_remote_code: bool = False) -> RewardModel | CompositeScorer:

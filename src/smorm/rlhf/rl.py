@@ -32,13 +32,11 @@ from smorm.types import Message
 def score_texts(scorer: Any, mode: str | None, prompts: Sequence[list[Message]], responses: Sequence[str],
                 batch_size: int = 16) -> np.ndarray:
     """``[B]`` rewards of ``responses`` to ``prompts`` in ``mode`` (default: the model's), for any scorer
-    with the ``score_token_ids`` surface (smorm, composite or Hugging Face sequence classifier)."""
-    from smorm.data.formatting import Formatter
+    with the ``score_token_ids`` surface (smorm, gated, composite or Hugging Face sequence classifier)."""
+    from smorm.models.composite import score_responses
     from smorm.models.reward_model import reward_for_mode
 
-    formatter = Formatter(scorer.tokenizer, scorer.config.max_length)
-    sequences = [formatter.encode(p, r).input_ids for p, r in zip(prompts, responses)]
-    output = scorer.score_token_ids(sequences, batch_size=batch_size)
+    output = score_responses(scorer, prompts, responses, batch_size=batch_size)
     return reward_for_mode(output, mode or getattr(scorer.config, "mode", "F")).double().numpy()
 
 

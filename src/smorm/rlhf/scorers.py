@@ -1,8 +1,8 @@
 """Proxies and the gold: load any reward model, score a pool once, read every mode off one pass.
 
-A scorer reference is ``PATH[:MODE]``: a smorm run or model folder (or an ensemble / Baseline SM
-folder, when :mod:`smorm.models.composite` is available), or a Hugging Face
-``AutoModelForSequenceClassification`` folder (mode F only). Several references to one folder
+A scorer reference is ``PATH[:MODE]``: a smorm run or model folder (a gated one, from ``smorm gate``,
+gives mode G too), an ensemble / Baseline SM folder (:mod:`smorm.models.composite`), or a Hugging
+Face ``AutoModelForSequenceClassification`` folder (mode F only). Several references to one folder
 (``runs/smorm:F`` and ``runs/smorm:M``) share one load and one scoring pass.
 
 Pool scores are cached in ``<out>/scores/<name>-<hash>.json``; the hash covers the model folder's
@@ -57,6 +57,8 @@ def model_folder(path: Path) -> Path:
 def load_scorer(path: Path, dtype: str = "float32") -> Any:
     """A model with the scoring surface of ``RewardModel`` (``tokenizer``, ``config``, ``heads``,
     ``score_token_ids``) from a smorm, composite or Hugging Face sequence-classification folder."""
+    from smorm.models.composite import is_composite
+    from smorm.models.composite import load_scorer as load_composite
     from smorm.models.reward_model import CONFIG_NAME, RewardModel
 
     folder = model_folder(path)
@@ -67,11 +69,9 @@ def load_scorer(path: Path, dtype: str = "float32") -> Any:
 
         if is_sequence_classifier_folder(folder):
             return load_hf_reward_model(str(folder), dtype=dtype)
-    try:  # ensembles and Baseline SM folders, when smorm.models.composite is installed
-        from smorm.models.composite import load_scorer as load_composite
-    except ImportError:
-        return RewardModel.from_pretrained(folder, dtype=dtype)
-    return load_composite(folder)
+    if is_composite(folder):  # ensembles and Baseline SM
+        return load_composite(folder)
+    return RewardModel.from_pretrained(folder, dtype=dtype)
 
 
 def scorer_modes(scorer: Any) -> list[str]:
@@ -90,11 +90,11 @@ def attribute_names(scorer: Any) -> list[str]:
 
 def score_pool(scorer: Any, entries: Sequence[PoolEntry], batch_size: int = 16, bf16: bool = False) -> RewardOutput:
     """Score every response of a pool: rows are prompt-major (``P * N`` rows)."""
-    from smorm.data.formatting import Formatter
+    from smorm.models.composite import score_responses
 
-    formatter = Formatter(scorer.tokenizer, scorer.config.max_length)
-    sequences = [formatter.encode(e.prompt, r).input_ids for e in entries for r in e.responses]
-    return scorer.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=bf16)
+    prompts = [e.prompt for e in entries for _ in e.responses]
+    responses = [r for e in entries for r in e.responses]
+    return score_responses(scorer, prompts, responses, batch_size=batch_size, autocast_bf16=bf16)
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -116,6 +116,7 @@ class PoolScores:
         attribute_names: ``[K]`` names.
         gate_weights: ``[P, N, K]`` when the model has a gate.
         default_mode: the model's own inference mode.
+        gated: ``[P, N]`` gated reward (mode G, 004 Sec. 3.2) when the model has a gate.
     """
 
     single: np.ndarray | None
@@ -123,10 +124,11 @@ class PoolScores:
     attribute_names: list[str]
     gate_weights: np.ndarray | None
     default_mode: str
+    gated: np.ndarray | None = None
 
     def reward(self, mode: str | None) -> np.ndarray:
-        """``[P, N]`` reward of an inference mode (000 Sec. 3: F, L, M)."""
-        from smorm.models.reward_model import reward_for_mode
+        """``[P, N]`` reward of an inference mode (000 Sec. 3: F, L, M; 004 Sec. 3.2: G)."""
+        from smorm.models.reward_model import GATE_HEAD, reward_for_mode
 
         shape = (self.single if self.single is not None else self.attributes).shape[:2]  # type: ignore[union-attr]
         flat = RewardOutput(
@@ -136,6 +138,7 @@ class PoolScores:
             pooled=torch.zeros(0),
             gate_weights=None if self.gate_weights is None else torch.from_numpy(
                 self.gate_weights.reshape(-1, self.gate_weights.shape[-1])),
+            extra={} if self.gated is None else {GATE_HEAD: torch.from_numpy(self.gated.reshape(-1))},
         )
         return reward_for_mode(flat, mode or self.default_mode).numpy().reshape(shape)
 
@@ -145,7 +148,7 @@ class PoolScores:
 
         return {"single": listed(self.single), "attributes": listed(self.attributes),
                 "attribute_names": self.attribute_names, "gate_weights": listed(self.gate_weights),
-                "default_mode": self.default_mode}
+                "default_mode": self.default_mode, "gated": listed(self.gated)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PoolScores:
@@ -153,7 +156,7 @@ class PoolScores:
             return None if value is None else np.asarray(value, dtype=np.float64)
 
         return cls(array(data["single"]), array(data["attributes"]), list(data["attribute_names"]),
-                   array(data["gate_weights"]), str(data["default_mode"]))
+                   array(data["gate_weights"]), str(data["default_mode"]), array(data.get("gated")))
 
 
 def pool_scores(
@@ -161,6 +164,7 @@ def pool_scores(
     batch_size: int = 16, bf16: bool = False, dtype: str = "float32",
 ) -> PoolScores:
     """Score a pool with the model at ``path`` (or read the cached scores)."""
+    from smorm.models.reward_model import GATE_HEAD
     from smorm.train.checkpoint import atomic_write_text
 
     folder = model_folder(path)
@@ -185,7 +189,8 @@ def pool_scores(
         return tensor.double().numpy().reshape(num_prompts, pool_size, *tensor.shape[1:])
 
     scores = PoolScores(shaped(output.single), shaped(output.attributes), attribute_names(scorer),
-                        shaped(output.gate_weights), str(getattr(scorer.config, "mode", "F")))
+                        shaped(output.gate_weights), str(getattr(scorer.config, "mode", "F")),
+                        shaped(output.extra.get(GATE_HEAD)))
     if cache_file is not None:
         atomic_write_text(cache_file, json.dumps({"model": str(folder), **scores.to_json()}) + "\n")
     return scores
