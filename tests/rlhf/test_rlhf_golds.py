@@ -171,3 +171,13 @@ def test_rloo_with_a_gated_proxy_and_a_hugging_face_gold(judges, tiny_llama_dir,
     assert [s["proxy"] for s in samples] == pytest.approx(model_rewards(judges["gated"], prompts, completions, "G"),
                                                           abs=1e-4)
 
+
+
+def test_help_says_gold_and_proxy_may_be_gated_or_hugging_face():
+    for command, option in (("bon", "--proxy"), ("bon", "--gold"), ("rl", "--reward"), ("rl", "--gold")):
+        text = CliRunner().invoke(app, [command, "--help"]).output
+        text = " ".join(text.replace("│", " ").split())  # unwrap rich's box
+        start = text.index(option + " ")
+        help_text = text[start : text.index("[required]", start)]
+        assert "G for a gated model" in help_text, (command, option)
+        assert "Hugging Face sequence classifier folder" in help_text, (command, option)

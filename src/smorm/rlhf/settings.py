@@ -51,8 +51,14 @@ class BoNSettings:
 
     Attributes:
         policy: causal LM reference (embedded short name, folder, hub id, .gguf).
-        proxies: ``PATH[:MODE]`` of each proxy reward model.
-        gold: ``PATH[:MODE]`` of the gold reward model.
+        proxies: ``PATH[:MODE]`` of each proxy reward model; PATH is a
+            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
+            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
+            classifier folder (mode F).
+        gold: ``PATH[:MODE]`` of the gold reward model; PATH is a
+            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
+            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
+            classifier folder (mode F).
         prompts: ``id`` (held out from the proxies' own D_S) or a prompt / data file.
         out_dir: where the pool, scores, CSVs, PNGs and summary go.
         num_prompts: prompts sampled from the set (seeded).
@@ -97,8 +103,14 @@ class RLSettings:
 
     Attributes:
         policy: causal LM folder or embedded short name (resolved to a local folder for TRL).
-        reward: ``PATH[:MODE]`` of the proxy reward model the policy is trained on.
-        gold: ``PATH[:MODE]`` of the gold reward model (tracked, never trained on).
+        reward: ``PATH[:MODE]`` of the proxy reward model the policy is trained on; PATH is a
+            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
+            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
+            classifier folder (mode F).
+        gold: ``PATH[:MODE]`` of the gold reward model (tracked, never trained on); PATH is a
+            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
+            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
+            classifier folder (mode F).
         prompts: ``id`` (held out from the proxy's own D_S) or a prompt / data file.
         out_dir: output folder (``rl.csv``, ``rl.png``, ``rl_summary.json``, TRL's files).
         num_prompts: prompts sampled from the set (seeded).
