@@ -366,101 +366,15 @@ class RewardModel(nn.Module):
                 has a gate, which reads the prompt's last token (``response_start - 1``), and with ``pack``.
             with_prompt_features: also return the prompt features ``[N, d]`` in ``extra["prompt_pooled"]``
                 (computed whenever a gate exists).
-            pack: encode each prompt shared by several sequences once (packed rows, see
-                :mod:`smorm.models.scoring`); causal backbones only, others score unpacked. The outputs
-                equal the unpacked ones up to float rounding.
+            pack: encode each prompt shared by several sequences once (packed rows); causal backbones
+                only, others score unpacked. The outputs equal the unpacked ones up to float rounding.
+
+        See :func:`smorm.models.scoring.score_token_ids`.
         """
-        from smorm.models import scoring
+        from smorm.models.scoring import score_token_ids
 
-        need_prompt = with_prompt_features or GATE_HEAD in self.heads
-        if need_prompt and response_starts is None:
-            raise ValueError(
-                "this model has a gate (mode G): pass response_starts (EncodedSequence.response_start of "
-                "each sequence) so the gate can read the prompt's last token"
-                if GATE_HEAD in self.heads else "with_prompt_features needs response_starts"
-            )
-        if pack and response_starts is None:
-            raise ValueError("pack=True needs response_starts (EncodedSequence.response_start of each sequence)")
-        if response_starts is not None and len(response_starts) != len(sequences):
-            raise ValueError(f"{len(sequences)} sequences but {len(response_starts)} response_starts")
-        groups: list[list[int]] = []
-        if pack and scoring.can_pack(self):
-            assert response_starts is not None
-            groups, single = scoring.shared_prompt_groups(sequences, response_starts)
-        if not groups:
-            return self._score_padded(sequences, batch_size, autocast_bf16, response_starts, need_prompt)
-        was_training = self.training
-        self.eval()
-        try:
-            packed = scoring.score_packed(self, sequences, response_starts, groups, batch_size, autocast_bf16,
-                                          need_prompt)
-        finally:
-            self.train(was_training)
-        padded = self._score_padded(
-            [sequences[i] for i in single], batch_size, autocast_bf16,
-            None if response_starts is None else [response_starts[i] for i in single], need_prompt)
-        return scoring.in_input_order([packed, (single, padded)])
-
-    def _score_padded(self, sequences: Sequence[list[int]], batch_size: int, autocast_bf16: bool,
-                      response_starts: Sequence[int] | None, need_prompt: bool) -> RewardOutput:
-        from smorm.data.collate import collate_sequences
-
-        was_training = self.training
-        self.eval()
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        pad_id = self.tokenizer.pad_token_id
-        singles, attributes, pooled, weights, extras = [], [], [], [], []
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = collate_sequences([sequences[i] for i in chunk], pad_id, padding_side="right")
-            prompt: dict[str, torch.Tensor] = {}
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-                if need_prompt:
-                    assert response_starts is not None
-                    starts = [response_starts[i] for i in chunk]
-                    prompt = self._prompt_inputs([sequences[i] for i in chunk], starts, pad_id)
-                out = self(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **prompt)
-            singles.append(None if out.single is None else out.single.float())
-            attributes.append(None if out.attributes is None else out.attributes.float())
-            pooled.append(out.pooled.float())
-            weights.append(None if out.gate_weights is None else out.gate_weights.float())
-            extras.append({k: v.float() for k, v in out.extra.items()})
-        self.train(was_training)
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-
-        def gather(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
-            if not parts or parts[0] is None:
-                return None
-            return torch.cat(parts)[inverse]  # type: ignore[arg-type]
-
-        return RewardOutput(
-            single=gather(singles),
-            attributes=gather(attributes),
-            pooled=gather(pooled),  # type: ignore[arg-type]
-            gate_weights=gather(weights),
-            extra={k: gather([e[k] for e in extras]) for k in (extras[0] if extras else {})},  # type: ignore[misc]
-        )
-
-    def _prompt_inputs(self, sequences: list[list[int]], response_starts: list[int], pad_id: int
-                       ) -> dict[str, torch.Tensor]:
-        """What ``forward`` needs to find the prompt feature of each row.
-
-        Causal backbone: the index of the prompt's last token in the same sequence (its state has seen
-        only the prompt, so the feature is free, 004 Sec. 3.2). Encoder: a second, prompt-only pass
-        (``[prefix] prompt [suffix]``) pooled at its last token, because there every state sees the response.
-        A prompt cut away entirely by truncation falls back to the first token.
-        """
-        if self.config.is_decoder:
-            return {"prompt_last_index": torch.tensor([max(s - 1, 0) for s in response_starts], dtype=torch.long)}
-        from smorm.data.collate import collate_sequences
-        from smorm.data.formatting import added_special_tokens
-
-        _, suffix = added_special_tokens(self.tokenizer)
-        prompts = [ids[: max(s, 1)] + suffix for ids, s in zip(sequences, response_starts)]
-        batch = collate_sequences(prompts, pad_id, padding_side="right")
-        hidden = self.encode(batch.input_ids, batch.attention_mask)
-        return {"prompt_pooled": pool_last_token(hidden, batch.attention_mask)}
+        return score_token_ids(self, sequences, batch_size, autocast_bf16, response_starts, with_prompt_features,
+                               pack)
 
     # ---------------------------------------------------------------- save / load
 

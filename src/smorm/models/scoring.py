@@ -1,5 +1,9 @@
 """Scoring token sequences with a :class:`~smorm.models.reward_model.RewardModel`.
 
+Unpacked scoring runs length-sorted, right-padded batches through ``RewardModel.forward``; the gate's
+prompt feature (004 Sec. 3.2) is the state at the prompt's last token of the same pass for a causal
+backbone, and a prompt-only pass for an encoder.
+
 Shared-prompt packing (issue 8): on benchmarks such as RM-Bench one prompt comes with several
 responses, and on pairwise data with two. For a causal backbone, the responses whose token ids share
 an identical prompt prefix are packed as ``prompt ⊕ response_1 ⊕ response_2 …`` rows
@@ -14,16 +18,107 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import torch
 
+from smorm.models.reward_model import GATE_HEAD, RewardModel, pool_last_token
 from smorm.types import RewardOutput
 
-if TYPE_CHECKING:
-    from smorm.models.reward_model import RewardModel
-
 PACKABLE_ATTENTION = ("sdpa", "eager")
+
+
+@torch.no_grad()
+def score_token_ids(model: RewardModel, sequences: Sequence[list[int]], batch_size: int = 16,
+                    autocast_bf16: bool = False, response_starts: Sequence[int] | None = None,
+                    with_prompt_features: bool = False, pack: bool = False) -> RewardOutput:
+    """Score token sequences; rows come back in input order (``RewardModel.score_token_ids`` calls this).
+
+    Args:
+        model: the reward model (put in eval mode while scoring, then restored).
+        sequences: token ids of prompt + response, as :class:`~smorm.data.formatting.Formatter` gives.
+        batch_size: sequences per padded batch; packed batches stay within the same memory.
+        autocast_bf16: run the backbone under bf16 autocast (heads stay in their own dtype).
+        response_starts: ``EncodedSequence.response_start`` of each sequence; required with a gate
+            (it reads the prompt's last token, ``response_start - 1``), with prompt features, and with ``pack``.
+        with_prompt_features: also return the prompt features ``[N, d]`` in ``extra["prompt_pooled"]``.
+        pack: score sequences with identical prompt tokens in packed rows (causal backbones; others,
+            and sequences whose prompt is unique, are scored unpacked).
+    """
+    need_prompt = with_prompt_features or GATE_HEAD in model.heads
+    if need_prompt and response_starts is None:
+        raise ValueError(
+            "this model has a gate (mode G): pass response_starts (EncodedSequence.response_start of "
+            "each sequence) so the gate can read the prompt's last token"
+            if GATE_HEAD in model.heads else "with_prompt_features needs response_starts"
+        )
+    if pack and response_starts is None:
+        raise ValueError("pack=True needs response_starts (EncodedSequence.response_start of each sequence)")
+    if response_starts is not None and len(response_starts) != len(sequences):
+        raise ValueError(f"{len(sequences)} sequences but {len(response_starts)} response_starts")
+    was_training = model.training
+    model.eval()
+    try:
+        groups: list[list[int]] = []
+        single = list(range(len(sequences)))
+        if pack and can_pack(model):
+            assert response_starts is not None
+            groups, single = shared_prompt_groups(sequences, response_starts)
+        if not groups:
+            return score_padded(model, sequences, batch_size, autocast_bf16, response_starts, need_prompt)
+        assert response_starts is not None
+        packed = score_packed(model, sequences, response_starts, groups, batch_size, autocast_bf16, need_prompt)
+        padded = score_padded(model, [sequences[i] for i in single], batch_size, autocast_bf16,
+                              [response_starts[i] for i in single], need_prompt)
+        return in_input_order([packed, (single, padded)])
+    finally:
+        model.train(was_training)
+
+
+def score_padded(model: RewardModel, sequences: Sequence[list[int]], batch_size: int, autocast_bf16: bool,
+                 response_starts: Sequence[int] | None, need_prompt: bool) -> RewardOutput:
+    """Length-sorted, right-padded batches of ``batch_size``; float32 outputs in input order."""
+    from smorm.data.collate import collate_sequences
+
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    pad_id = model.tokenizer.pad_token_id
+    parts: list[RewardOutput] = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = collate_sequences([sequences[i] for i in chunk], pad_id, padding_side="right")
+        prompt: dict[str, torch.Tensor] = {}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+            if need_prompt:
+                assert response_starts is not None
+                prompt = prompt_inputs(model, [sequences[i] for i in chunk], [response_starts[i] for i in chunk])
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **prompt)
+        parts.append(as_float(out))
+    if not parts:  # nothing to score: an empty output (its pooled features have no rows either)
+        return RewardOutput(single=None, attributes=None, pooled=torch.empty(0, model.hidden_size))
+    return in_input_order([(order, concat_outputs(parts))])
+
+
+def prompt_inputs(model: RewardModel, sequences: list[list[int]], response_starts: list[int]
+                  ) -> dict[str, torch.Tensor]:
+    """What ``RewardModel.forward`` needs to find the prompt feature of each row.
+
+    Causal backbone: the index of the prompt's last token in the same sequence (its state has seen
+    only the prompt, so the feature is free, 004 Sec. 3.2). Encoder: a second, prompt-only pass
+    (``[prefix] prompt [suffix]``) pooled at its last token, because there every state sees the response.
+    A prompt cut away entirely by truncation falls back to the first token.
+    """
+    if model.config.is_decoder:
+        return {"prompt_last_index": torch.tensor([max(s - 1, 0) for s in response_starts], dtype=torch.long)}
+    from smorm.data.collate import collate_sequences
+    from smorm.data.formatting import added_special_tokens
+
+    _, suffix = added_special_tokens(model.tokenizer)
+    prompts = [ids[: max(s, 1)] + suffix for ids, s in zip(sequences, response_starts)]
+    batch = collate_sequences(prompts, model.tokenizer.pad_token_id, padding_side="right")
+    hidden = model.encode(batch.input_ids, batch.attention_mask)
+    return {"prompt_pooled": pool_last_token(hidden, batch.attention_mask)}
+
+
+# ---------------------------------------------------------------- shared-prompt packing
 
 
 @dataclass
