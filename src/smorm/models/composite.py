@@ -322,15 +322,15 @@ class CompositeScorer:
     @torch.no_grad()
     def score_token_ids(
         self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False,
-        response_starts: Sequence[int] | None = None,
+        response_starts: Sequence[int] | None = None, pack: bool = False,
     ) -> RewardOutput:
         """Score token sequences with every member (one forward pass each) and combine.
 
         ``response_starts`` (``EncodedSequence.response_start`` per sequence) goes to every member; a
-        gated member needs it to read each prompt's last token.
+        gated member needs it to read each prompt's last token. ``pack`` is passed on too.
         """
         outputs = [m.score_token_ids(sequences, batch_size=batch_size, autocast_bf16=autocast_bf16,
-                                     response_starts=response_starts)
+                                     response_starts=response_starts, pack=pack)
                    for m in self.members]
         if self.spec.kind == "baseline_sm":
             return combine_baseline_sm(outputs[0], outputs[1])
@@ -350,13 +350,16 @@ class CompositeScorer:
 
 def score_responses(
     scorer: Any, prompts: Sequence[str | list[Message]], responses: Sequence[str], batch_size: int = 16,
-    autocast_bf16: bool = False,
+    autocast_bf16: bool = False, pack: bool = True,
 ) -> RewardOutput:
     """Score ``responses[i]`` to ``prompts[i]`` with any scorer on the scoring surface.
 
     Each pair is formatted with the scorer's chat template (a plain-string prompt is one user turn) and
     scored with its ``response_start``, which a gate (mode G, 004 Sec. 3.2) needs to read the prompt's
-    last token; scorers without a gate (a Hugging Face classifier) ignore it.
+    last token; scorers without a gate (a Hugging Face classifier) ignore it. With ``pack`` (default),
+    responses to one prompt are encoded with the prompt once (issue 8; a Best-of-N pool is N responses
+    to each prompt) by scorers that can (`score_token_ids` with a ``pack`` argument); the scores equal
+    the unpacked ones up to float summation order.
 
     Returns:
         The scorer's `RewardOutput` for the ``N`` pairs, in input order (``single [N]``, ``attributes
@@ -371,8 +374,13 @@ def score_responses(
         formatter.encode(p if isinstance(p, list) else [{"role": "user", "content": p}], r)
         for p, r in zip(prompts, responses, strict=True)
     ]
+    import inspect
+
+    kwargs: dict[str, Any] = {"pack": True} if pack and "pack" in inspect.signature(
+        scorer.score_token_ids).parameters else {}
     return scorer.score_token_ids([e.input_ids for e in encoded], batch_size=batch_size,
-                                  autocast_bf16=autocast_bf16, response_starts=[e.response_start for e in encoded])
+                                  autocast_bf16=autocast_bf16, response_starts=[e.response_start for e in encoded],
+                                  **kwargs)
 
 
 def load_scorer(path: str | os.PathLike[str], trust_remote_code: bool = False) -> RewardModel | CompositeScorer:
