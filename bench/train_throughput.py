@@ -74,7 +74,7 @@ def epoch_padding(pairs: dict[str, Any], batch: int, seed: int) -> dict[str, Any
     smorm shared prompt: rows are ``prompt ⊕ chosen ⊕ rejected``; the real tokens are those the
     packed rows hold (the prompt once).
     """
-    from smorm.train.batches import StepPlan, step_indices
+    from smorm.train.batches import StepPlan, pair_widths, step_indices
     from smorm.train.config import TrainConfig
 
     chosen, rejected = pairs["chosen"], pairs["rejected"]
@@ -84,20 +84,20 @@ def epoch_padding(pairs: dict[str, Any], batch: int, seed: int) -> dict[str, Any
     random.Random(seed).shuffle(order)
     trl_batches = [order[i : i + batch] for i in range(0, n, batch)]
     plan = StepPlan.build(TrainConfig(pair_batch_size=batch, seed=seed), n, 0, 1)
+    plan.pair_lengths = pair_widths(chosen, rejected, pairs["chosen_prompt"], pairs["rejected_prompt"], False)
     smorm_batches = [step_indices(plan, m, seed, 0, chosen, []).pairs for m in range(plan.micro_per_epoch)]
+    packed_plan = StepPlan.build(TrainConfig(pair_batch_size=batch, seed=seed), n, 0, 1)
+    packed_plan.pair_lengths = pair_widths(chosen, rejected, pairs["chosen_prompt"], pairs["rejected_prompt"], True)
+    packed_batches = [step_indices(packed_plan, m, seed, 0, chosen, []).pairs
+                      for m in range(packed_plan.micro_per_epoch)]
 
     def unpacked(batches: list[list[int]]) -> dict[str, Any]:
         real, slots = common.padding_fraction([[lengths[i] for i in b] + [lengths[n + i] for i in b]
                                                for b in batches])
         return {"real_tokens": real, "slots": slots, "padding_fraction": round(1 - real / slots, 4)}
 
-    from smorm.data.collate import length_grouped_batches
-
-    # what grouping by the pair's longer sequence (not the chosen one alone) would give
-    pair_max = [max(len(c), len(r)) for c, r in zip(chosen, rejected)]
-    by_pair_max = length_grouped_batches(pair_max, batch, shuffle=True, seed=seed * 1000)
     packed_rows = []
-    for b in smorm_batches:
+    for b in packed_batches:
         rows = []
         for i in b:
             cp, rp = pairs["chosen_prompt"][i], pairs["rejected_prompt"][i]
@@ -112,7 +112,7 @@ def epoch_padding(pairs: dict[str, Any], batch: int, seed: int) -> dict[str, Any
                    and pairs["chosen_prompt"][i] == pairs["rejected_prompt"][i]
                    and chosen[i][: pairs["chosen_prompt"][i]] == rejected[i][: pairs["rejected_prompt"][i]])
     return {"pairs": n, "packable_pairs": packable, "batch": batch, "sequence_tokens": sum(lengths), "trl": unpacked(trl_batches),
-            "smorm": unpacked(smorm_batches), "smorm_if_grouped_by_pair_max": unpacked(by_pair_max),
+            "smorm": unpacked(smorm_batches),
             "smorm_shared_prompt": {"real_tokens": real, "slots": slots, "padding_fraction": round(1 - real / slots, 4),
                                     "tokens_vs_unpacked": round(real / sum(lengths), 4)}}
 
@@ -123,7 +123,7 @@ def epoch_padding(pairs: dict[str, Any], batch: int, seed: int) -> dict[str, Any
 def worker_smorm(args: argparse.Namespace, pairs: dict[str, Any], subset: list[int]) -> dict[str, Any]:
     import torch
 
-    from smorm.train.batches import StepPlan, step_indices
+    from smorm.train.batches import StepPlan, pair_widths, step_indices
     from smorm.train.config import RunConfig
     from smorm.train.prepare import TokenizedData
     from smorm.train.trainer import Trainer
@@ -145,6 +145,9 @@ def worker_smorm(args: argparse.Namespace, pairs: dict[str, Any], subset: list[i
             pair_source_ids=pick(full.pair_source_ids), sources=full.sources, rating_ids=[],
             rating_prompt_lengths=[], ratings=[], attributes=full.attributes)
         trainer.plan = StepPlan.build(config.train, len(subset), 0, 1)
+        data = trainer.data  # grouped as the trainer groups them (its __init__ did this for the whole set)
+        trainer.plan.pair_lengths = pair_widths(data.chosen, data.rejected, data.chosen_prompt_lengths,
+                                                data.rejected_prompt_lengths, args.shared_prompt)
         trainer.scheduler = trainer._scheduler()
         packed_path = install_packed_forward(trainer.model) if args.shared_prompt else "unpacked"
         # what each step's batch holds, from the trainer's own schedule and input builder
@@ -317,8 +320,7 @@ def main() -> None:
     padding_by_batch = {b: epoch_padding(pairs, b, args.seed) for b in sorted({4, 8, 16, 32, args.batch})}
     for b, pad in padding_by_batch.items():
         print(f"  batch {b:2d}: padding TRL {pad['trl']['padding_fraction']:.1%}, smorm "
-              f"{pad['smorm']['padding_fraction']:.1%}, smorm grouped by max(chosen, rejected) "
-              f"{pad['smorm_if_grouped_by_pair_max']['padding_fraction']:.1%}, shared prompt "
+              f"{pad['smorm']['padding_fraction']:.1%} (grouped by max(chosen, rejected)), shared prompt "
               f"{pad['smorm_shared_prompt']['padding_fraction']:.1%}")
     print(f"{len(pairs['chosen'])} pairs; padding over one whole epoch at batch {args.batch}: "
           f"TRL {padding['trl']['padding_fraction']:.1%}, smorm {padding['smorm']['padding_fraction']:.1%}, "

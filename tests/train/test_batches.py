@@ -42,3 +42,26 @@ def test_collate_hidden_pads_right_with_mask():
     hidden, mask = collate_hidden([torch.ones(2, 3), torch.full((4, 3), 2.0)])
     assert hidden.shape == (2, 4, 3) and mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     assert hidden[0, 2:].abs().sum() == 0 and hidden[1].eq(2).all()
+
+
+def test_pair_widths_are_the_rows_a_pair_takes():
+    from smorm.train.batches import pair_widths
+
+    chosen, rejected = [[1] * 10, [1] * 4], [[2] * 7, [2] * 9]
+    # unpacked: the wider of the two rows; packed: prompt once + both responses (10 + 7 - 5, 4 + 9 - 3)
+    assert pair_widths(chosen, rejected, [5, 3], [5, 3], shared_prompt=False) == [10, 9]
+    assert pair_widths(chosen, rejected, [5, 3], [5, 3], shared_prompt=True) == [12, 10]
+
+
+def test_pairs_are_grouped_by_the_wider_row():
+    """Batches are grouped by max(chosen, rejected): grouping by the chosen length alone puts a pair with a
+    short chosen and a long rejected beside short pairs and pads the whole batch to the long row."""
+    train = TrainConfig(pair_batch_size=2)
+    plan = StepPlan.build(train, num_pairs=4, num_ratings=0, world_size=1)
+    from smorm.train.batches import pair_widths
+
+    chosen = [[1] * 2, [1] * 5, [1] * 6, [1] * 3]  # by chosen alone: {0, 3} and {1, 2}
+    rejected = [[1] * 20, [1] * 5, [1] * 21, [1] * 3]
+    plan.pair_lengths = pair_widths(chosen, rejected, [1] * 4, [1] * 4, shared_prompt=False)
+    batches = [sorted(step_indices(plan, m, 0, 0, chosen, []).pairs) for m in range(2)]
+    assert sorted(batches) == [[0, 2], [1, 3]]  # the two long-rejected pairs share a batch

@@ -39,9 +39,13 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
+# The judges' check: the two dev benchmarks, and UltraFeedback's held-out eval pairs -- a source every
+# shipped proxy and gold trains on (configs/rlhf/*.yaml) whose eval split none of them sees, so the
+# in-distribution question "is the gold the better judge of this kind of data?" is asked too.
 DEFAULT_BENCHES = (
     "reward-bench:../shared/data/eval/reward-bench/filtered-first500.jsonl",
     "rm-bench:../shared/data/eval/rm-bench/chat_filtered.json",
+    "pairs:../shared/data/pairs/ultrafeedback/binarized-eval-200.jsonl",
 )
 
 

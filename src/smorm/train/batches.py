@@ -160,6 +160,21 @@ def _epoch_batches(lengths: tuple[int, ...], batch_size: int, seed: int) -> list
     return grouped_batches(lengths, batch_size, seed)
 
 
+def pair_widths(chosen: Sequence[list[int]], rejected: Sequence[list[int]], chosen_prompt: Sequence[int],
+                rejected_prompt: Sequence[int], shared_prompt: bool) -> list[int]:
+    """The width each pair's rows will take, by which pairs are length-grouped into batches.
+
+    Unpacked, a pair is two rows of a ``[2B, T]`` batch, so it needs ``max(len(chosen), len(rejected))``
+    (grouping by the chosen length alone left 13-25% padding on the shared 1k mix, issue 8). With the
+    shared prompt packed once it is one row ``prompt ⊕ chosen ⊕ rejected``: both lengths minus the
+    prompt they share (a pair whose prompts differ still counts as one row, a slight overestimate).
+    """
+    if shared_prompt:
+        return [len(c) + len(r) - min(cp, rp) for c, r, cp, rp in zip(chosen, rejected, chosen_prompt,
+                                                                      rejected_prompt, strict=True)]
+    return [max(len(c), len(r)) for c, r in zip(chosen, rejected, strict=True)]
+
+
 def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
                  chosen: list[list[int]], ratings: list[list[int]]) -> StepIndices:
     """Record indices for micro-batch ``micro`` on process ``rank`` (a strided shard of the global batch)."""

@@ -22,7 +22,7 @@ import torch
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
 from smorm.models.trunk import apply_trunk_mode, merge_lora
 from smorm.train import checkpoint as ckpt
-from smorm.train.batches import StepPlan, collate_hidden, step_indices
+from smorm.train.batches import StepPlan, collate_hidden, pair_widths, step_indices
 from smorm.train.cache import FeatureCache, fingerprint, sequences_fingerprint
 from smorm.train.config import RunConfig
 from smorm.train.losses_glue import compute_losses
@@ -97,14 +97,9 @@ class Trainer:
             self.features = self._cache_features()
         self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
                                    self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids)
-        # group pairs by the width their rows will really take: the longer of chosen and rejected,
-        # or prompt + both responses when the prompt is packed once
-        data = self.data
-        if config.train.shared_prompt:
-            self.plan.pair_lengths = [len(c) + len(r) - min(cp, rp) for c, r, cp, rp in zip(
-                data.chosen, data.rejected, data.chosen_prompt_lengths, data.rejected_prompt_lengths)]
-        else:
-            self.plan.pair_lengths = [max(len(c), len(r)) for c, r in zip(data.chosen, data.rejected)]
+        data = self.data  # batches grouped by the width a pair's rows really take
+        self.plan.pair_lengths = pair_widths(data.chosen, data.rejected, data.chosen_prompt_lengths,
+                                             data.rejected_prompt_lengths, config.train.shared_prompt)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         # The scheduler is not prepared: accelerate would step it once per process per step, which
