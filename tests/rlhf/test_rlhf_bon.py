@@ -100,3 +100,23 @@ def test_bad_inputs_are_refused():
         bon_curve("p", np.zeros((2, 3)), np.zeros((2, 4)), [1])
     with pytest.raises(ValueError):
         best_of_n_weights(3, 0)
+
+
+def test_paired_difference_and_drop_from_peak_by_hand():
+    from smorm.rlhf.bon import drop_from_peak, paired_gold_difference
+
+    gold = np.array([[0.0, 2.0], [1.0, 3.0]])  # two prompts, N = 2; pool means 1 and 2
+    first = bon_curve("first", np.array([[0.0, 1.0], [0.0, 1.0]]), gold, [1, 2])  # picks gold 2, 3 at n = 2
+    second = bon_curve("second", np.array([[1.0, 0.0], [0.0, 1.0]]), gold, [1, 2])  # picks gold 0, 3
+    assert np.asarray(first.gold_by_prompt) == pytest.approx(np.array([[0.0, 1.0], [0.0, 1.0]]), abs=1e-12)
+    assert np.asarray(second.gold_by_prompt) == pytest.approx(np.array([[0.0, -1.0], [0.0, 1.0]]), abs=1e-12)
+    mean, sem = paired_gold_difference(second, first)
+    # n = 2: per-prompt differences -2 and 0 -> mean -1, s.e.m. = std([-2, 0], ddof=1) / sqrt(2) = 1
+    assert mean == pytest.approx([0.0, -1.0], abs=1e-12) and sem == pytest.approx([0.0, 1.0], abs=1e-12)
+    # second's mean curve is 0, 0: the peak is n = 1, per-prompt falls 1 and -1 -> 0 ± 1
+    assert drop_from_peak(second) == pytest.approx(
+        {"peak_n": 1, "peak_kl": 0.0, "peak_gold": 0.0, "last_n": 2, "drop": 0.0, "drop_sem": 1.0}, abs=1e-12)
+    assert drop_from_peak(first)["peak_n"] == 2 and drop_from_peak(first)["drop"] == pytest.approx(0.0, abs=1e-12)
+    other_grid = bon_curve("third", np.array([[0.0, 1.0], [0.0, 1.0]]), gold, [1])
+    with pytest.raises(ValueError, match="same pool and grid"):
+        paired_gold_difference(other_grid, first)

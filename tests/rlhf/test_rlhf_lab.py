@@ -61,6 +61,7 @@ def test_bon_curves_match_an_independent_computation(lab):
     assert sorted({r["proxy"] for r in rows}) == labels
     assert len(rows) == 3 * 5  # every n from 1 to N for a pool of 5
     gold = independent_scores(lab["gold"], entries, "M")
+    gold_picks: dict[str, list[float]] = {}
     tokens = np.asarray([e.response_tokens for e in entries], dtype=float)
     for label, folder, mode in (("bt", lab["bt"], "F"), ("smorm:F", lab["smorm"], "F"),
                                 ("smorm:M", lab["smorm"], "M")):
@@ -75,7 +76,15 @@ def test_bon_curves_match_an_independent_computation(lab):
         assert float(mine[-1]["proxy_score"]) == pytest.approx(proxy_at_n, abs=1e-4)
         assert float(mine[-1]["chosen_tokens"]) == pytest.approx(np.mean(tokens[np.arange(4), best]), abs=1e-4)
         assert float(mine[-1]["kl_bon"]) == pytest.approx(np.log(5) - 4 / 5, abs=1e-5)
+        gold_picks[label] = [gold[p, best[p]] for p in range(4)]
     assert (lab["out"] / "bon.png").stat().st_size > 0
+    paired = [r for r in read_csv(lab["out"] / "bon_paired.csv") if int(r["n"]) == 5]
+    assert [r["proxy"] for r in paired] == ["smorm:F", "smorm:M"] and {r["reference"] for r in paired} == {"bt"}
+    for row in paired:  # at n = N: the per-prompt gold of the two top picks, differenced and averaged
+        diff = np.subtract(gold_picks[row["proxy"]], gold_picks["bt"])
+        assert float(row["gold_difference"]) == pytest.approx(diff.mean(), abs=1e-4)
+        assert float(row["gold_difference_sem"]) == pytest.approx(diff.std(ddof=1) / 2, abs=1e-4)
+    assert "fall from the peak" in lab["output"]
 
 
 def test_attribute_view_uses_the_gold_multi_head(lab):

@@ -137,6 +137,8 @@ class BoNCurve:
         extra: name -> ``[G]`` unnormalised expected value of other per-sample quantities
             (attributes, response length).
         num_prompts: prompts averaged over.
+        gold_by_prompt: ``[P][G]`` the normalised gold score of each prompt, from which proxies on the
+            same pool are compared prompt by prompt (:func:`paired_gold_difference`).
     """
 
     proxy: str
@@ -148,6 +150,7 @@ class BoNCurve:
     gold_sem: list[float]
     extra: dict[str, list[float]] = field(default_factory=dict)
     num_prompts: int = 0
+    gold_by_prompt: list[list[float]] = field(default_factory=list)
 
 
 def bon_curve(
@@ -198,4 +201,36 @@ def bon_curve(
         gold_sem=sem[:, 1].tolist(),
         extra={name: means[:, 2 + j].tolist() for j, name in enumerate(names)},
         num_prompts=num_prompts,
+        gold_by_prompt=normalised[:, :, 1].tolist(),
     )
+
+
+def _mean_sem(values: np.ndarray) -> tuple[float, float]:
+    sem = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    return float(values.mean()), sem
+
+
+def paired_gold_difference(curve: BoNCurve, reference: BoNCurve) -> tuple[list[float], list[float]]:
+    """``[G]`` mean and s.e.m. over prompts of ``curve``'s gold score minus ``reference``'s, per prompt.
+
+    Both proxies pick from the same pool, so most of the prompt-to-prompt spread (some prompts' pools
+    simply hold better responses) is common to both; the paired s.e.m. is what says whether the two
+    curves differ, not the overlap of the per-curve bands.
+    """
+    if curve.n != reference.n or len(curve.gold_by_prompt) != len(reference.gold_by_prompt):
+        raise ValueError(f"{curve.proxy} and {reference.proxy} were not computed on the same pool and grid")
+    diff = np.asarray(curve.gold_by_prompt) - np.asarray(reference.gold_by_prompt)  # [P, G]
+    pairs = [_mean_sem(diff[:, g]) for g in range(diff.shape[1])]
+    return [m for m, _ in pairs], [e for _, e in pairs]
+
+
+def drop_from_peak(curve: BoNCurve) -> dict[str, float]:
+    """How far the gold score falls from its peak (over the grid) to the largest n, paired per prompt.
+
+    ``drop`` > 0 by several ``sem`` is reward over-optimisation (000 Sec. 3: gold rises, then falls).
+    """
+    by_prompt = np.asarray(curve.gold_by_prompt)  # [P, G]
+    peak = int(np.argmax(by_prompt.mean(axis=0)))
+    drop, sem = _mean_sem(by_prompt[:, peak] - by_prompt[:, -1])
+    return {"peak_n": curve.n[peak], "peak_kl": curve.kl[peak], "peak_gold": float(by_prompt[:, peak].mean()),
+            "last_n": curve.n[-1], "drop": drop, "drop_sem": sem}

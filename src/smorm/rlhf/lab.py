@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid
+from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired_gold_difference
 from smorm.rlhf.generate import PoolEntry, generate_pool
 from smorm.rlhf.scorers import PoolScores, ScorerRef, model_folder, parse_scorer, pool_scores
 from smorm.rlhf.settings import BoNSettings
@@ -111,6 +111,8 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = print) -> dict[s
     curves, attributes = compute_curves(settings, entries, scores)
     title = f"{prompt_report['kind']}: {len(entries)} prompts × N={settings.sampling.num_samples}"
     write_csv(out / "bon.csv", *bon_rows(curves))
+    comparison = compare_curves(curves)
+    write_csv(out / "bon_paired.csv", *comparison["rows"])
     plot_bon(curves, out / "bon.png", title=title)
     if attributes:
         write_csv(out / "attributes.csv", *attribute_rows(curves, attributes))
@@ -121,6 +123,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = print) -> dict[s
         "prompts": prompt_report,
         "pool": pool_summary(entries),
         "curves": [asdict(c) for c in curves],
+        "comparison": {"drop_from_peak": comparison["drop_from_peak"], "table": comparison["table"]},
         "attributes": attributes,
         "judges": bench,
         "seconds": {"prompts_and_pool": round(generated - started, 1), "scoring": round(scored - generated, 1),
@@ -128,6 +131,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = print) -> dict[s
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     log(curve_table(curves))
+    log(comparison["table"])
     if bench:
         log(bench["table"])
     log(f"wrote {out / 'bon.csv'}, {out / 'bon.png'}" + (f", {out / 'attributes.png'}" if attributes else ""))
@@ -145,6 +149,28 @@ def curve_table(curves: list[BoNCurve]) -> str:
         lines.append(curve.proxy.ljust(24) + "".join(
             f"{curve.gold_score[g]:+.3f} ± {curve.gold_sem[g]:.3f}".rjust(20) for g in picks))
     return "\n".join(lines)
+
+
+def compare_curves(curves: list[BoNCurve]) -> dict[str, Any]:
+    """Paired comparisons on the one pool: each proxy's gold minus the first proxy's at every n
+    (``bon_paired.csv``), and each proxy's fall of the gold from its peak to the largest n."""
+    drops = {c.proxy: drop_from_peak(c) for c in curves}
+    lines = ["gold: fall from the peak to the largest n, paired over prompts (> 2 s.e.m.: over-optimised)"]
+    lines += [f"  {label:<22}peak {d['peak_gold']:+.3f} at n={d['peak_n']} (KL {d['peak_kl']:.2f}); "
+              f"fall to n={d['last_n']}: {d['drop']:+.3f} ± {d['drop_sem']:.3f}" for label, d in drops.items()]
+    header = ["proxy", "reference", "n", "kl_bon", "gold_difference", "gold_difference_sem"]
+    rows: list[list[Any]] = []
+    if len(curves) > 1:
+        reference, last = curves[0], len(curves[0].n) - 1
+        lines.append(f"gold minus {reference.proxy}'s, paired over prompts (mean ± s.e.m.)")
+        for curve in curves[1:]:
+            mean, sem = paired_gold_difference(curve, reference)
+            rows += [[curve.proxy, reference.proxy, n, kl, m, e]
+                     for n, kl, m, e in zip(curve.n, curve.kl, mean, sem, strict=True)]
+            mid = last // 2
+            lines.append(f"  {curve.proxy:<22}n={curve.n[mid]}: {mean[mid]:+.3f} ± {sem[mid]:.3f}   "
+                         f"n={curve.n[last]}: {mean[last]:+.3f} ± {sem[last]:.3f}")
+    return {"rows": (header, rows), "drop_from_peak": drops, "table": "\n".join(lines)}
 
 
 def bench_specs(settings: BoNSettings) -> list[Any]:
