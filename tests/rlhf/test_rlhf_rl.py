@@ -79,3 +79,16 @@ def test_running_mean_by_hand():
 
     np.testing.assert_allclose(running_mean(np.array([1.0, 2.0, 3.0, 6.0]), 2), [1.0, 1.5, 2.5, 4.5])
     np.testing.assert_allclose(running_mean(np.array([4.0, 0.0]), 1), [4.0, 0.0])
+
+
+def test_early_late_change_by_hand():
+    from smorm.rlhf.rl import early_late_change
+
+    rows = [{"proxy": p, "gold": g} for p, g in zip([0, 2, 5, 5, 5, 5, 5, 5, 4, 6], [1] * 8 + [0, 2])]
+    change = early_late_change(rows)  # window = 10 // 5 = 2 steps
+    assert change["proxy"]["first"] == 1.0 and change["proxy"]["last"] == 5.0
+    assert change["proxy"]["change"] == 4.0
+    # s.e.m. of [0, 2] and of [4, 6] is 1 each -> the change's is sqrt(2)
+    assert change["proxy"]["change_sem"] == pytest.approx(math.sqrt(2))
+    assert change["gold"]["change"] == 0.0 and change["gold"]["first_sem"] == 0.0
+    assert early_late_change(rows[:1]) == {}

@@ -103,10 +103,11 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_rl(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Two panels, proxy and gold reward of the policy's samples vs step, 0 at the first point (Fig. 3).
+    """Two panels, proxy and gold reward of the policy's samples vs step (Fig. 3).
 
     Each step's batch has different prompts, so single points are noisy: they are drawn faint
-    (±1 s.e.m.) under a running mean over a fifth of the run.
+    (±1 s.e.m.) under a running mean over a fifth of the run, and 0 is the mean of that first
+    window (one batch alone would put the zero wherever its prompts happened to land).
     """
     from smorm.eval.plots import save_figure
 
@@ -117,11 +118,11 @@ def plot_rl(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path
         values = np.asarray([r[key] for r in rows], dtype=np.float64)
         sem = np.asarray([r.get(f"{key}_sem", 0.0) for r in rows], dtype=np.float64)
         if len(values):
-            values = values - values[0]
+            values = values - values[:window].mean()
         axes.errorbar(steps, values, yerr=sem, fmt="o", alpha=0.35, label="batch mean ± s.e.m.")
         axes.plot(steps, running_mean(values, window), linewidth=2, label=f"running mean ({window} steps)")
         axes.axhline(0.0, color="gray", linewidth=0.8)
-        axes.set(xlabel="RL step", ylabel=f"{key} score (0 at the first step)", title=f"{key} score")
+        axes.set(xlabel="RL step", ylabel=f"{key} score (0 = mean of the first {window} steps)", title=f"{key} score")
         axes.legend(fontsize="small")
     if title:
         figure.suptitle(title)

@@ -117,6 +117,26 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
     return GoldTracker()
 
 
+def early_late_change(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Proxy and gold mean over the first and the last fifth of the tracked steps, and the change.
+
+    Each step's batch holds different prompts, so a single step says little; the s.e.m. is over the
+    window's per-step means (independent batches), and the change's s.e.m. combines the two.
+    """
+    window = max(1, len(rows) // 5)
+    out: dict[str, dict[str, float]] = {}
+    if len(rows) < 2 * window:
+        return out
+    for key in ("proxy", "gold"):
+        first = np.asarray([r[key] for r in rows[:window]], dtype=np.float64)
+        last = np.asarray([r[key] for r in rows[-window:]], dtype=np.float64)
+        sem = [float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0 for x in (first, last)]
+        out[key] = {"window": window, "first": float(first.mean()), "first_sem": sem[0], "last": float(last.mean()),
+                    "last_sem": sem[1], "change": float(last.mean() - first.mean()),
+                    "change_sem": math.hypot(*sem)}
+    return out
+
+
 def rloo_config(settings: RLSettings) -> Any:
     """TRL ``RLOOConfig`` for a CPU run: no checkpoints, no reporting, fp32, no gradient checkpointing."""
     from trl import RLOOConfig
@@ -188,9 +208,14 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str
     trainer.train()
     if settings.save_policy:
         trainer.save_model(str(out / "policy"))
+    change = early_late_change(tracker.rows)
+    for key, c in change.items():
+        log(f"{key}: first {c['window']} steps {c['first']:+.3f} ± {c['first_sem']:.3f}, last {c['window']} "
+            f"{c['last']:+.3f} ± {c['last_sem']:.3f}, change {c['change']:+.3f} ± {c['change_sem']:.3f}")
     summary = {
         "settings": {**asdict(settings), "out_dir": str(settings.out_dir), "policy_folder": policy_folder},
         "prompts": prompt_report,
+        "change": change,
         "rows": tracker.rows,
         "trl_log": trainer.state.log_history,
         "seconds": round(time.time() - started, 1),
