@@ -6,6 +6,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -92,3 +93,47 @@ def test_early_late_change_by_hand():
     assert change["proxy"]["change_sem"] == pytest.approx(math.sqrt(2))
     assert change["gold"]["change"] == 0.0 and change["gold"]["first_sem"] == 0.0
     assert early_late_change(rows[:1]) == {}
+
+
+@pytest.mark.slow
+def test_rl_eval_on_fixed_prompts_is_paired_against_step_0(tmp_path, tiny_llama_dir):
+    from smorm.models.reward_model import RewardModel
+    from smorm.rlhf.generate import load_policy, sample_responses
+    from smorm.rlhf.settings import SamplingConfig
+
+    proxy = save_reward_model(tmp_path / "proxy", tiny_llama_dir, seed=1)
+    gold = save_reward_model(tmp_path / "gold", tiny_llama_dir, seed=2)
+    prompts = write_prompts(tmp_path / "prompts.jsonl")
+    out = tmp_path / "rl"
+    result = CliRunner().invoke(app, [
+        "rl", "--policy", str(tiny_llama_dir), "--reward", f"{proxy}:F", "--gold", f"{gold}:M",
+        "--prompts", str(prompts), "--num-prompts", "4", "--eval-prompts", "2", "--steps", "2",
+        "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "8", "--lr", "1e-2",
+        "--seed", "3", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    with open(out / "rl_eval.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2] and all(int(r["samples"]) == 2 for r in rows)
+    assert float(rows[0]["gold"]) == 0.0 and float(rows[0]["proxy"]) == 0.0  # the change from itself
+    samples = [json.loads(line) for line in (out / "rl_eval_samples.jsonl").read_text().splitlines()]
+    by_step = {step: [s for s in samples if s["step"] == step] for step in (0, 1, 2)}
+    eval_prompts = [s["prompt"] for s in by_step[0]]
+    assert all([s["prompt"] for s in by_step[k]] == eval_prompts for k in (1, 2))  # the same prompts each time
+    summary = json.loads((out / "rl_summary.json").read_text())
+    trained = {json.dumps(s["prompt"]) for s in map(json.loads, (out / "rl_samples.jsonl").read_text().splitlines())}
+    assert not trained & {json.dumps(p) for p in eval_prompts}  # held out from training
+    assert summary["prompts"]["eval_prompts"] == 2
+    # step 0 is the initial policy: its completions are reproducible from the seeded sampler alone
+    model, tokenizer, _ = load_policy(str(tiny_llama_dir))
+    texts = [t[0][0] for t in sample_responses(model, tokenizer, eval_prompts, SamplingConfig(
+        num_samples=1, max_new_tokens=8, temperature=1.0, seed=3))]
+    assert texts == [s["completion"] for s in by_step[0]]
+    gold_model = RewardModel.from_pretrained(gold)
+    for step in (1, 2):  # the change is per prompt from step 0, scored by the gold's mode M
+        now = gold_model.score(eval_prompts, [s["completion"] for s in by_step[step]], mode="M").reward
+        first = gold_model.score(eval_prompts, texts, mode="M").reward
+        diff = np.asarray(now) - np.asarray(first)
+        assert float(rows[step]["gold"]) == pytest.approx(float(diff.mean()), abs=1e-4)
+        assert float(rows[step]["gold_sem"]) == pytest.approx(float(diff.std(ddof=1) / math.sqrt(2)), abs=1e-4)
+    assert (out / "rl_eval.png").stat().st_size > 0

@@ -118,6 +118,7 @@ def rl(
     beta: Annotated[float, typer.Option(help=RL["beta"])] = 0.0,
     temperature: Annotated[float, typer.Option(help=RL["temperature"])] = 1.0,
     gold_every: Annotated[int, typer.Option(help=RL["gold_every"])] = 1,
+    eval_prompts: Annotated[int, typer.Option(help=RL["eval_prompts"])] = 0,
     seed: Annotated[int, typer.Option(help=RL["seed"])] = 0,
     batch_size: Annotated[int, typer.Option(help=RL["score_batch_size"])] = 16,
     save_policy: Annotated[bool, typer.Option(help=RL["save_policy"])] = False,
@@ -134,7 +135,7 @@ def rl(
             policy=policy, reward=reward, gold=gold, prompts=prompts, out_dir=out, num_prompts=num_prompts,
             prompt_seed=prompt_seed, steps=steps, num_generations=num_generations,
             prompts_per_step=prompts_per_step, max_completion_length=max_completion_length, learning_rate=lr,
-            beta=beta, temperature=temperature, gold_every=gold_every, seed=seed, score_batch_size=batch_size,
+            beta=beta, temperature=temperature, gold_every=gold_every, eval_prompts=eval_prompts, seed=seed, score_batch_size=batch_size,
             save_policy=save_policy, max_prompt_chars=max_prompt_chars,
         )
         summary = run_rl(settings, log=typer.echo)

@@ -102,7 +102,8 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
-def plot_rl(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+def plot_rl(rows: Sequence[dict[str, Any]], path: Path, title: str = "", zero_window: bool = True,
+            ylabel: str | None = None) -> Path:
     """Two panels, proxy and gold reward of the policy's samples vs step (Fig. 3).
 
     Each step's batch has different prompts, so single points are noisy: they are drawn faint
@@ -117,12 +118,12 @@ def plot_rl(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path
     for axes, key in ((proxy_axes, "proxy"), (gold_axes, "gold")):
         values = np.asarray([r[key] for r in rows], dtype=np.float64)
         sem = np.asarray([r.get(f"{key}_sem", 0.0) for r in rows], dtype=np.float64)
-        if len(values):
+        if len(values) and zero_window:
             values = values - values[:window].mean()
         axes.errorbar(steps, values, yerr=sem, fmt="o", alpha=0.35, label="batch mean ± s.e.m.")
         axes.plot(steps, running_mean(values, window), linewidth=2, label=f"running mean ({window} steps)")
         axes.axhline(0.0, color="gray", linewidth=0.8)
-        axes.set(xlabel="RL step", ylabel=f"{key} score (0 = mean of the first {window} steps)", title=f"{key} score")
+        axes.set(xlabel="RL step", ylabel=f"{key} score, " + (ylabel or f"0 = mean of the first {window} steps"), title=f"{key} score")
         axes.legend(fontsize="small")
     if title:
         figure.suptitle(title)

@@ -117,6 +117,71 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
     return GoldTracker()
 
 
+def eval_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, tokenizer: Any,
+                 prompts: Sequence[list[Message]], every: int, max_new_tokens: int, temperature: float,
+                 seed: int, out_dir: Path, title: str = "", log: Callable[[str], None] = print) -> Any:
+    """A TRL ``TrainerCallback`` that samples the current policy on FIXED held-out prompts and scores
+    the completions with proxy and gold, before training (step 0) and after every ``every`` updates.
+
+    The training batches hold different prompts at every step, so their scores mostly measure the
+    prompts; here every evaluation uses the same prompts and the same per-prompt random streams
+    (:func:`smorm.rlhf.generate.sample_responses`, common random numbers), so the change from step 0,
+    taken per prompt, measures the policy. Rows: mean proxy and gold, and their per-prompt change from
+    step 0 with its paired s.e.m. (``rl_eval.csv``, ``rl_eval.png``; texts in ``rl_eval_samples.jsonl``).
+    """
+    from transformers import TrainerCallback
+
+    from smorm.rlhf.generate import sample_responses
+    from smorm.rlhf.plots import plot_rl, write_csv
+    from smorm.rlhf.settings import SamplingConfig
+
+    sampling = SamplingConfig(num_samples=1, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    prompts = list(prompts)
+
+    class EvalTracker(TrainerCallback):
+        def __init__(self) -> None:
+            self.rows: list[dict[str, Any]] = []
+            self.start: tuple[np.ndarray, np.ndarray] | None = None
+
+        def evaluate(self, model: Any, step: int) -> None:
+            was_training = model.training
+            model.eval()
+            texts = [texts[0] for texts, _, _ in sample_responses(model, tokenizer, prompts, sampling)]
+            model.train(was_training)
+            scores = (score_texts(proxy.model, proxy.mode, prompts, texts, proxy.batch_size),
+                      score_texts(gold, gold_mode, prompts, texts, proxy.batch_size))
+            if self.start is None:
+                self.start = scores
+            row: dict[str, Any] = {"step": step}
+            for key, values, first in zip(("proxy", "gold"), scores, self.start, strict=True):
+                row[f"{key}_mean"] = float(values.mean())
+                row[key], row[f"{key}_sem"] = float((values - first).mean()), _sem(values - first)
+            row["samples"] = len(texts)
+            self.rows.append(row)
+            log(f"eval step {step}: proxy {row['proxy']:+.3f} ± {row['proxy_sem']:.3f}  "
+                f"gold {row['gold']:+.3f} ± {row['gold_sem']:.3f} (change from step 0, fixed prompts)")
+            with open(out_dir / "rl_eval_samples.jsonl", "a") as handle:
+                for prompt, text, p, g in zip(prompts, texts, *scores, strict=True):
+                    handle.write(json.dumps({"step": step, "prompt": prompt, "completion": text,
+                                             "proxy": float(p), "gold": float(g)}) + "\n")
+            keys = list(self.rows[0])
+            write_csv(out_dir / "rl_eval.csv", keys, [[r[k] for k in keys] for r in self.rows])
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self.evaluate(model, 0)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            if state.global_step % every == 0:
+                self.evaluate(model, state.global_step)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.rows:
+                plot_rl(self.rows, out_dir / "rl_eval.png", title=title, zero_window=False,
+                        ylabel="change from step 0 (same prompts and random streams)")
+
+    return EvalTracker()
+
+
 def early_late_change(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Proxy and gold mean over the first and the last fifth of the tracked steps, and the change.
 
@@ -184,11 +249,18 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str
         if not model_folder(ref.path).is_dir():
             raise FileNotFoundError(f"reward model folder not found: {ref.path}")
     policy_folder = resolve_backbone(settings.policy)  # TRL rebuilds the reference model from this path
+    wanted = settings.num_prompts + settings.eval_prompts
     if settings.prompts == "id":
-        prompts, prompt_report = heldout_prompts([reward_ref.path], settings.num_prompts, settings.prompt_seed,
+        prompts, prompt_report = heldout_prompts([reward_ref.path], wanted, settings.prompt_seed,
                                                  settings.max_prompt_chars)
     else:
-        prompts, prompt_report = file_prompts(settings.prompts, settings.num_prompts, settings.prompt_seed)
+        prompts, prompt_report = file_prompts(settings.prompts, wanted, settings.prompt_seed)
+    if settings.eval_prompts and len(prompts) <= settings.eval_prompts:
+        raise ValueError(f"{len(prompts)} prompts available: too few for {settings.eval_prompts} evaluation "
+                         "prompts and a training set")
+    eval_prompts = prompts[len(prompts) - settings.eval_prompts:] if settings.eval_prompts else []
+    prompts = prompts[: len(prompts) - len(eval_prompts)]  # disjoint: the policy never trains on these
+    prompt_report["eval_prompts"] = len(eval_prompts)
     log(f"prompts: {len(prompts)} ({prompt_report['kind']}); policy {policy_folder}")
     tokenizer = AutoTokenizer.from_pretrained(policy_folder, padding_side="left")
     ensure_pad_token(tokenizer)
@@ -196,14 +268,22 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str
     proxy = ProxyReward(load_scorer(reward_ref.path), mode=reward_ref.mode, batch_size=settings.score_batch_size,
                         name="proxy")
     title = f"RLOO on proxy {reward_ref.label}, gold {gold_ref.label} ({prompt_report['kind']})"
-    tracker = gold_tracker(proxy, load_scorer(gold_ref.path), gold_ref.mode, settings.gold_every, out, title, log)
+    gold_scorer = load_scorer(gold_ref.path)
+    tracker = gold_tracker(proxy, gold_scorer, gold_ref.mode, settings.gold_every, out, title, log)
+    callbacks = [tracker]
+    (out / "rl_eval_samples.jsonl").unlink(missing_ok=True)
+    if eval_prompts:
+        callbacks.append(eval_tracker(
+            proxy, gold_scorer, gold_ref.mode, tokenizer, [p.prompt for p in eval_prompts], settings.gold_every,
+            settings.max_completion_length, settings.temperature, settings.seed, out,
+            f"{title}: {len(eval_prompts)} fixed held-out prompts", log))
     trainer = RLOOTrainer(
         model=policy_folder,
         reward_funcs=[proxy],
         args=rloo_config(settings),
         train_dataset=Dataset.from_list([{"prompt": p.prompt} for p in prompts]),
         processing_class=tokenizer,
-        callbacks=[tracker],
+        callbacks=callbacks,
     )
     trainer.train()
     if settings.save_policy:
@@ -217,6 +297,7 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str
         "prompts": prompt_report,
         "change": change,
         "rows": tracker.rows,
+        "eval_rows": callbacks[1].rows if eval_prompts else [],
         "trl_log": trainer.state.log_history,
         "seconds": round(time.time() - started, 1),
     }

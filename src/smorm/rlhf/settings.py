@@ -127,6 +127,9 @@ class RLSettings:
         beta: KL coefficient to the initial policy (Table 10: 0).
         temperature: sampling temperature.
         gold_every: score the current batch with the gold every k steps.
+        eval_prompts: held-out prompts (disjoint from the training prompts) on which the current
+            policy is sampled every ``gold_every`` steps with fixed random streams and scored by proxy
+            and gold (``rl_eval.csv``, ``rl_eval.png``); 0 turns it off.
         seed: TRL seed.
         score_batch_size: sequences per reward-model forward pass.
         save_policy: also save the trained policy to ``out_dir/policy``.
@@ -148,6 +151,7 @@ class RLSettings:
     beta: float = 0.0
     temperature: float = 1.0
     gold_every: int = 1
+    eval_prompts: int = 0
     seed: int = 0
     score_batch_size: int = 16
     save_policy: bool = False
