@@ -32,22 +32,28 @@ def test_proxy_reward_takes_plain_and_conversational_inputs(tmp_path, tiny_llama
     assert reward.last_batch[2].tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def run_rl_cli(tmp_path, policy, *extra: str):
+    """``smorm rl`` on a tiny policy: proxy (mode F) and gold (mode M) are tiny random reward models,
+    2 prompts x 2 generations a step, 8-token completions, lr 1e-2; returns (proxy, gold, out)."""
+    proxy = save_reward_model(tmp_path / "proxy", policy, seed=1)
+    gold = save_reward_model(tmp_path / "gold", policy, seed=2)
+    prompts = write_prompts(tmp_path / "prompts.jsonl")
+    out = tmp_path / "rl"
+    result = CliRunner().invoke(app, [
+        "rl", "--policy", str(policy), "--reward", f"{proxy}:F", "--gold", f"{gold}:M", "--prompts", str(prompts),
+        "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "8", "--lr", "1e-2",
+        "--out", str(out), *extra,
+    ])
+    assert result.exit_code == 0, result.output
+    return proxy, gold, out
+
+
 @pytest.mark.slow
 def test_rloo_run_tracks_the_gold_and_trains_the_policy(tmp_path, tiny_llama_dir):
     import torch
     from safetensors.torch import load_file
 
-    proxy = save_reward_model(tmp_path / "proxy", tiny_llama_dir, seed=1)
-    gold = save_reward_model(tmp_path / "gold", tiny_llama_dir, seed=2)
-    prompts = write_prompts(tmp_path / "prompts.jsonl")
-    out = tmp_path / "rl"
-    result = CliRunner().invoke(app, [
-        "rl", "--policy", str(tiny_llama_dir), "--reward", f"{proxy}:F", "--gold", f"{gold}:M",
-        "--prompts", str(prompts), "--num-prompts", "6", "--steps", "3", "--num-generations", "2",
-        "--prompts-per-step", "2", "--max-completion-length", "8", "--lr", "1e-2", "--out", str(out),
-        "--save-policy",
-    ])
-    assert result.exit_code == 0, result.output
+    proxy, gold, out = run_rl_cli(tmp_path, tiny_llama_dir, "--num-prompts", "6", "--steps", "3", "--save-policy")
     with open(out / "rl.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
@@ -101,17 +107,8 @@ def test_rl_eval_on_fixed_prompts_is_paired_against_step_0(tmp_path, tiny_llama_
     from smorm.rlhf.generate import load_policy, sample_responses
     from smorm.rlhf.settings import SamplingConfig
 
-    proxy = save_reward_model(tmp_path / "proxy", tiny_llama_dir, seed=1)
-    gold = save_reward_model(tmp_path / "gold", tiny_llama_dir, seed=2)
-    prompts = write_prompts(tmp_path / "prompts.jsonl")
-    out = tmp_path / "rl"
-    result = CliRunner().invoke(app, [
-        "rl", "--policy", str(tiny_llama_dir), "--reward", f"{proxy}:F", "--gold", f"{gold}:M",
-        "--prompts", str(prompts), "--num-prompts", "4", "--eval-prompts", "2", "--steps", "2",
-        "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "8", "--lr", "1e-2",
-        "--seed", "3", "--out", str(out),
-    ])
-    assert result.exit_code == 0, result.output
+    _, gold, out = run_rl_cli(tmp_path, tiny_llama_dir, "--num-prompts", "4", "--eval-prompts", "2",
+                              "--steps", "2", "--seed", "3")
     with open(out / "rl_eval.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [0, 1, 2] and all(int(r["samples"]) == 2 for r in rows)

@@ -61,6 +61,15 @@ def _sem(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
+def append_samples(path: Path, step: int, prompts: Sequence[Any], texts: Sequence[str],
+                   proxy_rewards: np.ndarray, gold_rewards: np.ndarray) -> None:
+    """Append one jsonl line per scored completion (what the policy wrote, to read hacks)."""
+    with open(path, "a") as handle:
+        for prompt, text, p, g in zip(prompts, texts, proxy_rewards, gold_rewards, strict=True):
+            handle.write(json.dumps({"step": step, "prompt": prompt, "completion": text,
+                                     "proxy": float(p), "gold": float(g)}) + "\n")
+
+
 def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: int, out_dir: Path,
                  title: str = "", log: Callable[[str], None] = print) -> Any:
     """A TRL ``TrainerCallback`` that scores the proxy's last batch with the gold every ``every`` steps.
@@ -97,10 +106,7 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
                    "kl": float("nan"), "completion_tokens": float("nan")}
             self.rows.append(row)
             log(f"step {step}: proxy {row['proxy']:+.3f}  gold {row['gold']:+.3f}")
-            with open(out_dir / "rl_samples.jsonl", "a") as handle:  # what the policy wrote, to read hacks
-                for prompt, text, p, g in zip(prompts, texts, proxy_rewards, gold_rewards):
-                    handle.write(json.dumps({"step": step, "prompt": prompt, "completion": text,
-                                             "proxy": float(p), "gold": float(g)}) + "\n")
+            append_samples(out_dir / "rl_samples.jsonl", step, prompts, texts, proxy_rewards, gold_rewards)
             self.write()
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -160,10 +166,7 @@ def eval_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, tokenizer
             self.rows.append(row)
             log(f"eval step {step}: proxy {row['proxy']:+.3f} ± {row['proxy_sem']:.3f}  "
                 f"gold {row['gold']:+.3f} ± {row['gold_sem']:.3f} (change from step 0, fixed prompts)")
-            with open(out_dir / "rl_eval_samples.jsonl", "a") as handle:
-                for prompt, text, p, g in zip(prompts, texts, *scores, strict=True):
-                    handle.write(json.dumps({"step": step, "prompt": prompt, "completion": text,
-                                             "proxy": float(p), "gold": float(g)}) + "\n")
+            append_samples(out_dir / "rl_eval_samples.jsonl", step, prompts, texts, *scores)
             keys = list(self.rows[0])
             write_csv(out_dir / "rl_eval.csv", keys, [[r[k] for k in keys] for r in self.rows])
 
