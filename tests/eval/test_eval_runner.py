@@ -211,8 +211,8 @@ def test_unknown_mode_is_refused(tiny_reward_model, bench_files):
 
 
 def test_parse_bench_and_bad_records(tmp_path):
-    spec = parse_bench("rm-bench:/data/rm-bench:40")
-    assert (spec.kind, spec.path, spec.limit) == ("rm-bench", "/data/rm-bench", 40)
+    spec = parse_bench(f"rm-bench:{tmp_path}/rm-bench:40")
+    assert (spec.kind, spec.path, spec.limit) == ("rm-bench", f"{tmp_path}/rm-bench", 40)
     with pytest.raises(ValueError, match="rm-bench"):
         parse_bench("rmbench:/x")
     bad = tmp_path / "bad.jsonl"

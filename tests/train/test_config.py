@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from smorm.losses import get_loss
 from smorm.train.config import RunConfig, load_config, set_dotted
 from smorm.train.prepare import load_training_data
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIG_ROOT = REPO / "configs"
+CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*") if p.suffix in {".yaml", ".yml"})
 
 
 def test_there_are_configs_in_every_subfolder_scanned():
-    assert {p.stem for p in CONFIGS} >= {"smorm", "sorm", "morm", "demo"}
+    # Walked independently of CONFIGS: every folder under configs/ that holds a YAML file must be
+    # among the scanned files' folders, at any depth, and the known nested ones are there.
+    folders_with_yaml = {Path(root) for root, _, files in os.walk(CONFIG_ROOT)
+                         if any(name.endswith((".yaml", ".yml")) for name in files)}
+    assert folders_with_yaml == {p.parent for p in CONFIGS}
+    assert {CONFIG_ROOT, CONFIG_ROOT / "methods", CONFIG_ROOT / "rlhf"} <= folders_with_yaml
+    assert {p.stem for p in CONFIGS} >= {"smorm", "sorm", "morm", "demo", "bsr", "gold-small"}
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_ROOT)))
 def test_every_shipped_config_loads_and_its_data_validates(path, shared_data):
     config = load_config(path)
     for source in config.data.pairs + config.data.ratings:
@@ -25,10 +34,15 @@ def test_every_shipped_config_loads_and_its_data_validates(path, shared_data):
     for bench in config.eval.benches:
         assert Path(bench.path).exists(), bench.path
     loaded = load_training_data(config)
-    needs_pairs = any(loss.name != "regression" for loss in config.losses)
-    assert (len(loaded.pairs) > 0) == needs_pairs or config.data.pairs
-    if config.data.ratings:
-        assert loaded.attributes and len(loaded.ratings) > 0
+    needs = set().union(*(get_loss(loss.name).needs for loss in config.losses))
+    if "pairs" in needs:
+        assert loaded.pairs, f"{path.name}: its losses need pairs and none were loaded"
+    if "ratings" in needs:
+        assert loaded.ratings and loaded.attributes, f"{path.name}: its losses need ratings and none were loaded"
+    source_reports = [report for report in loaded.reports if report["kind"] in ("pairs", "ratings")]
+    assert len(source_reports) == len(config.data.pairs) + len(config.data.ratings)
+    for report in source_reports:
+        assert report["kept"] > 0, f"{path.name}: {report['path']} gave no records"
 
 
 def test_overrides_use_dotted_paths_and_yaml_values(tmp_path):

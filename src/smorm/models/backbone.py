@@ -365,7 +365,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
 def _strip_quantization(model: PreTrainedModel) -> None:
     """Make a dequantized GGUF model an ordinary float model (the Trainer refuses quantized ones)."""
-    model.hf_quantizer = None  # ``model.is_quantized`` reads this
+    model.hf_quantizer = None  # type: ignore[assignment]  # ``model.is_quantized`` reads this
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     for attr in ("is_quantized", "quantization_method"):
@@ -381,7 +381,7 @@ def torch_dtype(dtype: str) -> torch.dtype | str:
     """Map a dtype name from the config to what ``from_pretrained(dtype=...)`` takes."""
     import torch
 
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+    names: dict[str, torch.dtype | str] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
     if dtype not in names:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return names[dtype]

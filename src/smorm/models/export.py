@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from smorm.models.heads import LinearHead
 from smorm.models.reward_model import RewardModel
@@ -170,7 +171,7 @@ def choose_pad_token(tokenizer: Any, max_length: int) -> PadChoice:
 # --------------------------------------------------------------------------------------------
 
 
-def _sequence_classifier(model: RewardModel) -> nn.Module:
+def _sequence_classifier(model: RewardModel) -> PreTrainedModel:
     """An ``AutoModelForSequenceClassification`` (num_labels 1) holding the smorm backbone's weights."""
     from transformers import AutoModelForSequenceClassification
 
@@ -226,7 +227,8 @@ def export_reward_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     weight = score_weight(model, mode)
-    classifier = _sequence_classifier(model)
+    # Any: the score layer and embeddings are attributes of the architecture's own class.
+    classifier: Any = _sequence_classifier(model)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

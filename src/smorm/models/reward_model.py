@@ -16,10 +16,11 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from smorm.models.heads import build_head
 from smorm.types import Message, RewardOutput
@@ -176,7 +177,11 @@ class RewardModel(nn.Module):
     ``frozen`` trunk mode).
     """
 
-    def __init__(self, backbone: nn.Module, tokenizer: Any, config: RewardModelConfig) -> None:
+    # A transformers model (or a peft wrapper of one): typed so that .config and save_pretrained
+    # are checked, not read through nn.Module's dynamic attribute lookup.
+    backbone: PreTrainedModel
+
+    def __init__(self, backbone: PreTrainedModel, tokenizer: Any, config: RewardModelConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.tokenizer = tokenizer
@@ -203,12 +208,12 @@ class RewardModel(nn.Module):
         self._accepts_position_ids = "position_ids" in inspect.signature(base.forward).parameters
 
     @property
-    def base_model(self) -> nn.Module:
+    def base_model(self) -> PreTrainedModel:
         """The backbone without its LM head (itself for an ``AutoModel``; unwraps peft)."""
-        backbone = self.backbone
+        backbone: Any = self.backbone
         if hasattr(backbone, "get_base_model"):  # peft injects adapters in place, so this runs them
             backbone = backbone.get_base_model()
-        return getattr(backbone, "base_model", backbone)
+        return cast(PreTrainedModel, getattr(backbone, "base_model", backbone))
 
     @property
     def hidden_size(self) -> int:

@@ -17,10 +17,11 @@ encoder layers directly.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from smorm.models.reward_model import RewardModel, position_ids_from_mask
 
@@ -35,7 +36,9 @@ def num_layers(model: RewardModel) -> int:
     return int(model.base_model.config.num_hidden_layers)
 
 
-def _layer_list(base: nn.Module) -> nn.ModuleList:
+# ``base`` is typed Any below: layers live at architecture-specific places (``layers``,
+# ``encoder.layer``, ``embeddings``) that no common transformers type declares.
+def _layer_list(base: Any) -> nn.ModuleList:
     if hasattr(base, "layers"):
         return base.layers
     if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
@@ -55,7 +58,9 @@ def check_top_k_supported(model: RewardModel) -> None:
 class _DecoderSlice(nn.Module):
     """A view of a sliceable decoder that runs layers ``[start, stop)``; parameters are shared."""
 
-    def __init__(self, base: nn.Module, start: int, stop: int, final_norm: bool) -> None:
+    view: Any  # a shallow copy of the architecture's base model
+
+    def __init__(self, base: Any, start: int, stop: int, final_norm: bool) -> None:
         super().__init__()
         view = copy.copy(base)  # shallow: shares every parameter with ``base``
         view._modules = dict(base._modules)
@@ -75,14 +80,14 @@ class _DecoderSlice(nn.Module):
 
 
 class _BertSlice(nn.Module):
-    def __init__(self, base: nn.Module, start: int, stop: int) -> None:
+    def __init__(self, base: Any, start: int, stop: int) -> None:
         super().__init__()
         object.__setattr__(self, "base", base)
         self.start, self.stop = start, stop
 
     def forward(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
                 hidden_states: torch.Tensor | None = None) -> torch.Tensor:
-        base = self.base
+        base: Any = self.base
         if input_ids is not None:
             hidden_states = base.embeddings(
                 input_ids=input_ids, position_ids=position_ids_from_mask(attention_mask)
@@ -181,10 +186,11 @@ def apply_lora(model: RewardModel, options: dict[str, Any]) -> None:
         target_modules=options.get("target_modules", "all-linear"),
         bias="none",
     )
-    model.backbone = get_peft_model(model.backbone, config)
+    # A peft model forwards every attribute to the model it wraps, so it is used as one.
+    model.backbone = cast(PreTrainedModel, get_peft_model(model.backbone, config))
 
 
 def merge_lora(model: RewardModel) -> None:
     """Fold LoRA adapters into the backbone weights (before saving a plain checkpoint)."""
     if hasattr(model.backbone, "merge_and_unload"):
-        model.backbone = model.backbone.merge_and_unload()
+        model.backbone = cast(Any, model.backbone).merge_and_unload()
