@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+
+from smorm.cli_options import settings_command
+from smorm.eval.settings import EvalSettings
+from smorm.gating.settings import GateSettings
+from smorm.rlhf import cli as rlhf_cli
+from smorm.rlhf.settings import BoNSettings, RLSettings
+from smorm.serve.settings import ServeCommand
+from smorm.settings import describe_fields
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and serve reward models (SMORM and the methods it is compared with).")
@@ -18,7 +29,16 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+def _config_keys() -> str:
+    """Every run-config key with its default and help: the epilog of ``train`` and ``validate``."""
+    from smorm.train.config import RunConfig
+
+    rows = [f"{key} = {default}: {text}" if text else f"{key} = {default}"
+            for key, default, text in describe_fields(RunConfig)]
+    return escape("Config keys (YAML file, or KEY=VALUE overrides with YAML values):\n\n" + "\n\n".join(rows))
+
+
+@app.command(epilog=_config_keys())
 def train(
     config: Annotated[Path, typer.Argument(help="YAML run config (see configs/)")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. train.lr=1e-5")] = None,
@@ -38,7 +58,7 @@ def train(
                    f"final loss {result.final_metrics.get('loss', float('nan')):.4f})")
 
 
-@app.command()
+@app.command(epilog=_config_keys())
 def validate(
     config: Annotated[Path, typer.Argument(help="YAML run config")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides")] = None,
@@ -174,98 +194,38 @@ def list_registered() -> None:
             typer.echo(f"  {name.ljust(width)}  {description}")
 
 
-@app.command()
-def eval(  # noqa: A001 - the command is called eval
-    run: Annotated[str, typer.Argument(help="run folder, smorm model folder, or a Hugging Face sequence-"
-                                             "classification reward model (folder or hub id)")],
-    bench: Annotated[list[str] | None, typer.Option(
-        "--bench", help="KIND:PATH[:LIMIT] with KIND reward-bench | rm-bench | pairs | ranked; repeatable")] = None,
-    out: Annotated[Path | None, typer.Option(help="report folder (default: RUN, or runs/eval/ID for a hub id)")] = None,
-    sample: Annotated[int | None, typer.Option(help="score a seeded random N items of each benchmark")] = None,
-    seed: Annotated[int, typer.Option(help="seed of --sample")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="sequences per forward pass")] = 16,
-    bf16: Annotated[bool, typer.Option(help="bf16 autocast (faster; rewards then vary slightly with batch size)")] = False,
-    mode: Annotated[list[str] | None, typer.Option(help="only these modes (default: every mode the model has)")] = None,
-    hf: Annotated[bool | None, typer.Option(
-        "--hf/--smorm", help="RUN is a Hugging Face AutoModelForSequenceClassification (mode F) / a smorm model "
-                             "(default: detected)")] = None,
-    max_length: Annotated[int | None, typer.Option(min=8, help="token budget per sequence (default: the model's)")] = None,
-    theory: Annotated[bool, typer.Option(help="check Theorem 1 (000 App. C.2) on the run's own D_S and D_M "
-                                              "(read from RUN/config.json)")] = False,
-    theory_sample: Annotated[int, typer.Option(min=2, help="pairs and rated responses sampled for --theory")] = 200,
-    theory_seed: Annotated[int, typer.Option(help="seed of the --theory sample")] = 0,
-    theory_ridge: Annotated[float, typer.Option(min=0.0, help="ridge on the second moments, relative to "
-                                                              "trace(Sigma_S)/d (0: none)")] = 1e-3,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
-) -> None:
-    """Evaluate every head (F, L, M, G) on benchmarks; writes report.json, report.md and plots/ and prints a table."""
-    from smorm.eval.runner import evaluate_run, parse_bench
+def eval_command(settings: EvalSettings, quiet: bool = False) -> None:
+    """Evaluate every head (F, L, M, G) on benchmarks; writes report.json, report.md and plots/ and prints a table.
 
-    try:
-        benches = [parse_bench(spec) for spec in bench or []]
-    except ValueError as error:
-        _fail(str(error))
-    if not benches and not theory:
-        _fail("nothing to evaluate: give --bench KIND:PATH (repeatable) and/or --theory")
-    for spec in benches:
-        spec.sample, spec.seed = sample, seed
-    if out is None:
-        out = Path(run) if Path(run).is_dir() else Path("runs") / "eval" / run.replace("/", "__")
-    try:
-        report = evaluate_run(run, benches, out_dir=out, batch_size=batch_size, bf16=bf16, show_progress=not quiet,
-                              hf=hf, max_length=max_length, theory=theory, theory_sample=theory_sample,
-                              theory_seed=theory_seed, theory_ridge=theory_ridge, modes=mode or None)
-    except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+    Without --bench, the benchmarks are the run's own eval.benches (from RUN/config.json)."""
+    from smorm.eval.runner import BenchSpec, evaluate_run, parse_bench
+    from smorm.eval.theory import load_run_config, run_config_path
+
+    specs = [parse_bench(text) for text in settings.benches]
+    if not specs and run_config_path(settings.run).is_file():
+        specs = [BenchSpec(**bench.model_dump()) for bench in load_run_config(settings.run).eval.benches]
+    if not specs and not settings.theory:
+        raise ValueError("nothing to evaluate: give --bench KIND:PATH (repeatable) and/or --theory "
+                         f"(RUN has no eval.benches in {run_config_path(settings.run)})")
+    for spec in specs:
+        if settings.sample is not None:
+            spec.sample, spec.seed = settings.sample, settings.seed
+    run = settings.run
+    out = settings.out or (Path(run) if Path(run).is_dir() else Path("runs") / "eval" / run.replace("/", "__"))
+    report = evaluate_run(run, specs, out_dir=out, batch_size=settings.batch_size, bf16=settings.bf16,
+                          show_progress=not quiet, hf=settings.hf, max_length=settings.max_length,
+                          theory=settings.theory, theory_sample=settings.theory_sample,
+                          theory_seed=settings.theory_seed, theory_ridge=settings.theory_ridge,
+                          modes=list(settings.modes) or None)
     typer.echo(report.table)
     typer.echo(f"report: {report.markdown_path}")
 
 
-@app.command()
-def gate(
-    run: Annotated[Path, typer.Argument(help="run folder or smorm model folder to put the gate on")],
-    pairs: Annotated[list[str], typer.Option("--pairs", help="preference pairs PATH[:FORMAT] to train the gate on (repeatable)")],
-    ratings: Annotated[list[str] | None, typer.Option("--ratings", help="rated responses PATH[:FORMAT]: refit the multi head by ridge first (stage 1)")] = None,
-    reference: Annotated[list[str] | None, typer.Option("--reference", help="reference set for verbosity debiasing, pairs or ratings (default: the pairs)")] = None,
-    out: Annotated[Path | None, typer.Option(help="write the gated model here (default: replace RUN's model atomically)")] = None,
-    limit: Annotated[int | None, typer.Option(help="first N records of every source")] = None,
-    verbosity: Annotated[str, typer.Option(help="name of the verbosity attribute (004 Eq. 2)")] = "verbosity",
-    debias: Annotated[bool, typer.Option(help="verbosity debiasing (004 Eq. 2-3)")] = True,
-    debias_into: Annotated[str, typer.Option(help="gate: keep the multi head, T in the gate; multi: fold into a linear multi head")] = "gate",
-    gate_verbosity: Annotated[bool, typer.Option(help="let the gate weigh debiased verbosity (identically 0 by Eq. 3: an 'abstain' expert)")] = False,
-    hidden_sizes: Annotated[str, typer.Option(help="gate MLP hidden widths, comma-separated")] = "1024,1024,1024",
-    dropout: Annotated[float, typer.Option(help="gate dropout")] = 0.2,
-    beta_init: Annotated[float, typer.Option(help="initial scale β")] = 100.0,
-    steps: Annotated[int, typer.Option(help="gate training steps (004 App. A: 10,000)")] = 10_000,
-    batch_size: Annotated[int, typer.Option(help="pairs per step (004 App. A: 1024)")] = 1024,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate, cosine decay (004 App. A: 1e-3)")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay of the gate's weights")] = 0.0,
-    val_fraction: Annotated[float, typer.Option(help="pairs held out to report accuracy (0: train on all)")] = 0.2,
-    seed: Annotated[int, typer.Option(help="seed of splits, batches, dropout and initial weights")] = 0,
-    feature_batch_size: Annotated[int, typer.Option(help="sequences per forward pass when caching features")] = 16,
-    bf16: Annotated[bool, typer.Option(help="bf16 autocast for the feature pass")] = False,
-    cache_dir: Annotated[Path | None, typer.Option(help="feature cache folder (default: RUN/cache/gating)")] = None,
-    default_mode: Annotated[str, typer.Option(help="default inference mode of the saved model")] = "G",
-    on_error: Annotated[str, typer.Option(help="bad records: error (stop with file:line) or skip (count them)")] = "error",
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
-) -> None:
+def gate_command(settings: GateSettings, quiet: bool = False) -> None:
     """ArmoRM stage 2 on any trained model: features, optional ridge stage 1, verbosity debiasing, gate (mode G)."""
-    from smorm.gating.pipeline import GatingOptions, run_gating
-    from smorm.gating.train_gate import GateTrainOptions
+    from smorm.gating.pipeline import run_gating
 
-    try:
-        sizes = [int(x) for x in hidden_sizes.split(",") if x.strip()]
-        options = GatingOptions(
-            ratings=ratings or [], reference=reference or [], limit=limit, verbosity=verbosity, debias=debias,
-            debias_into=debias_into, gate_verbosity=gate_verbosity, hidden_sizes=sizes, dropout=dropout, beta_init=beta_init,
-            train=GateTrainOptions(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                   val_fraction=val_fraction, seed=seed),
-            batch_size=feature_batch_size, bf16=bf16, cache_dir=str(cache_dir) if cache_dir else None,
-            default_mode=default_mode, on_error=on_error,
-        )
-        report = run_gating(run, pairs, options, out=out, show_progress=not quiet)
-    except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+    report = run_gating(settings.run, settings.pairs, settings, out=settings.out, show_progress=not quiet)
     for row in report.get("debias", {}).get("attributes", []):
         typer.echo(f"  debias {row['attribute']}: λ = {row['lambda']:.4f}, Spearman with verbosity "
                    f"{row['spearman_before']:+.3f} -> {row['spearman_after']:+.3f}")
@@ -276,6 +236,12 @@ def gate(
         if name != "G_loss":
             typer.echo(f"  held-out accuracy {name}: {100 * value:.1f}%")
     typer.echo(f"gated model saved to {report['saved_to']} (report: gating.json in that folder)")
+
+
+QUIET = inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
+                          annotation=Annotated[bool, typer.Option(help="no progress bars")])
+settings_command(app, "eval", EvalSettings, eval_command, arguments=("run",), extra=(QUIET,))
+settings_command(app, "gate", GateSettings, gate_command, arguments=("run",), extra=(QUIET,))
 
 
 @app.command()
@@ -289,41 +255,26 @@ def demo(
     run_demo(config, overrides or [])
 
 
-@app.command()
-def serve(
-    run: Annotated[Path, typer.Argument(help="run folder or smorm model folder")],
-    host: Annotated[str, typer.Option(help="interface to bind; loopback unless you mean to expose it")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    mode: Annotated[str | None, typer.Option(help="default mode F, L, M or G (default: the model's)")] = None,
-    max_batch_size: Annotated[int, typer.Option(help="most sequences per forward pass")] = 16,
-    max_wait_ms: Annotated[float, typer.Option(help="how long to gather requests into a batch")] = 5.0,
-    max_queue: Annotated[int, typer.Option(help="most sequences waiting; more -> 503")] = 1024,
-    max_body_bytes: Annotated[int, typer.Option(help="largest request body; more -> 413")] = 1 << 20,
-    max_items: Annotated[int, typer.Option(help="most items per request; more -> 422")] = 64,
-    max_item_tokens: Annotated[int | None, typer.Option(help="most tokens per item; more -> 422 "
-                                                        "(default: the model's max_length)")] = None,
-    token: Annotated[str | None, typer.Option(envvar="SMORM_SERVE_TOKEN", show_default=False,
-                                              help="bearer token required on every endpoint but /health "
-                                                   "(better: the SMORM_SERVE_TOKEN variable)")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
-) -> None:
-    """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health, GET /info."""
-    from smorm.serve.app import ServeSettings, run_server
+def serve_command(settings: ServeCommand) -> None:
+    """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health, GET /info.
 
+    The bearer token is best given as the SMORM_SERVE_TOKEN variable (a flag shows in the process list)."""
+    from smorm.serve.app import run_server
+    from smorm.serve.settings import ServeSettings
+
+    run = settings.run
     model_dir = run / "model" if (run / "model").is_dir() else run
-    settings = ServeSettings(host=host, port=port, mode=mode, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                             max_queue=max_queue, max_body_bytes=max_body_bytes, max_items=max_items,
-                             max_item_tokens=max_item_tokens, token=token)
+    served = ServeSettings(**settings.model_dump(exclude={"run", "log_level"}))
+    if served.token is None and os.environ.get("SMORM_SERVE_TOKEN"):
+        served = served.model_copy(update={"token": os.environ["SMORM_SERVE_TOKEN"]})
+        ServeSettings.model_validate(served.model_dump())  # an empty token is refused here too
     try:
-        settings.validate()
-    except ValueError as error:
-        _fail(str(error))
-    try:
-        run_server(str(model_dir), settings, log_level=log_level)
+        run_server(str(model_dir), served, log_level=settings.log_level)
     except ImportError as error:
-        _fail(f"{error}; install the server extra: pip install 'smorm[serve]'")
-    except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        raise ValueError(f"{error}; install the server extra: pip install 'smorm[serve]'") from None
+
+
+settings_command(app, "serve", ServeCommand, serve_command, arguments=("run",))
 
 
 @app.command()
@@ -346,10 +297,8 @@ def export(
 
 
 # The reward-hacking lab (Best-of-N and RL against a gold); its module imports only typed settings.
-from smorm.rlhf import cli as rlhf_cli  # noqa: E402
-
-app.command(name="bon")(rlhf_cli.bon)
-app.command(name="rl")(rlhf_cli.rl)
+settings_command(app, "bon", BoNSettings, rlhf_cli.bon)
+settings_command(app, "rl", RLSettings, rlhf_cli.rl)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from smorm.losses import get_loss
-from smorm.train.config import RunConfig, load_config, set_dotted
+from smorm.settings import set_dotted
+from smorm.train.config import RunConfig, load_config
 from smorm.train.prepare import load_training_data
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,10 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from smorm.gating.settings import DEFAULT_BETA_INIT, DEFAULT_DROPOUT, DEFAULT_HIDDEN_SIZES
+
 GATE_HEAD = "gate"
-DEFAULT_HIDDEN_SIZES = (1024, 1024, 1024)
-DEFAULT_DROPOUT = 0.2
-DEFAULT_BETA_INIT = 100.0
 
 
 class GatingHead(nn.Module):

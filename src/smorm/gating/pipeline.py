@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,65 +23,12 @@ import torch
 
 from smorm.gating.debias import VerbosityDebias, debias_linear_weights, debias_matrix, verbosity_penalties
 from smorm.gating.features import CachedFeatures, SequenceIndex, compute_features
-from smorm.gating.head import (
-    DEFAULT_BETA_INIT,
-    DEFAULT_DROPOUT,
-    DEFAULT_HIDDEN_SIZES,
-    GATE_HEAD,
-    GatingHead,
-    gate_spec,
-)
+from smorm.gating.head import GATE_HEAD, GatingHead, gate_spec
 from smorm.gating.ridge import fit_attribute_ridge, install_multi_head, ratings_matrix
-from smorm.gating.train_gate import GatePairs, GateTrainOptions, result_dict, train_gate
+from smorm.gating.settings import GatingOptions
+from smorm.gating.train_gate import GatePairs, result_dict, train_gate
 
 REPORT_NAME = "gating.json"
-DEBIAS_TARGETS = ("gate", "multi")
-
-
-@dataclass
-class GatingOptions:
-    """Everything ``smorm gate`` can set besides the run and the pairs.
-
-    Attributes:
-        ratings: rated-response sources (``PATH[:FORMAT]``); given, stage 1 refits the multi head.
-        reference: sources for the debiasing reference set (pairs or ratings); default: the pairs.
-        limit: keep the first N records of every source.
-        verbosity: the verbosity attribute's name; ``debias`` False skips Eq. 2-3.
-        gate_verbosity: let the gate weigh the debiased verbosity attribute, which Eq. 3 makes 0
-            (off by default: that zero expert lets the gate abstain; see :class:`GatingHead`).
-        debias_into: ``gate`` keeps the multi head as it is and stores T in the gate, so F/L/M and the
-            attribute outputs do not change; ``multi`` folds ``w_i - λ_i w_v`` into a linear multi head.
-        hidden_sizes / dropout / beta_init: the gate (004 Sec. 4: 3 × 1024, β = 100).
-        train: gate training (004 App. A).
-        ridge_val_fraction / ridge_seed: stage 1's α-selection split.
-        batch_size / bf16 / cache_dir: the feature pass.
-        default_mode: the saved model's default inference mode.
-    """
-
-    ratings: list[str] = field(default_factory=list)
-    reference: list[str] = field(default_factory=list)
-    limit: int | None = None
-    verbosity: str = "verbosity"
-    debias: bool = True
-    debias_into: str = "gate"
-    gate_verbosity: bool = False
-    hidden_sizes: list[int] = field(default_factory=lambda: list(DEFAULT_HIDDEN_SIZES))
-    dropout: float = DEFAULT_DROPOUT
-    beta_init: float = DEFAULT_BETA_INIT
-    train: GateTrainOptions = field(default_factory=GateTrainOptions)
-    ridge_val_fraction: float = 0.2
-    ridge_seed: int = 0
-    batch_size: int = 16
-    bf16: bool = False
-    cache_dir: str | None = None
-    default_mode: str = "G"
-    on_error: str = "error"
-
-    def __post_init__(self) -> None:
-        if self.debias_into not in DEBIAS_TARGETS:
-            raise ValueError(f"debias_into must be one of {DEBIAS_TARGETS}, got {self.debias_into!r}")
-        if self.default_mode not in ("F", "L", "M", "G"):
-            raise ValueError(f"default_mode must be F, L, M or G, got {self.default_mode!r}")
 
 
 @dataclass

@@ -19,38 +19,8 @@ from typing import Any
 import torch
 
 from smorm.gating.head import GatingHead
+from smorm.gating.settings import GateTrainOptions
 from smorm.losses.pairwise import bt_loss
-
-
-@dataclass
-class GateTrainOptions:
-    """Gate training settings; the defaults are 004 App. A's (weight decay and dropout: public code's).
-
-    Attributes:
-        steps: optimizer steps.
-        batch_size: pairs per step (capped at the number of training pairs).
-        lr: AdamW learning rate, decayed to 0 by a cosine schedule.
-        weight_decay: AdamW weight decay of the MLP weights (β is never decayed).
-        val_fraction: share of the pairs held out (seeded) to report accuracy; 0 trains on all.
-        seed: seed of the split, the batch order and dropout (smorm gate seeds the initial weights too).
-        log_every: steps between recorded losses.
-    """
-
-    steps: int = 10_000
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    val_fraction: float = 0.2
-    seed: int = 0
-    log_every: int = 100
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise ValueError("steps, batch_size and log_every must be positive")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be positive and weight_decay non-negative (got {self.lr}, {self.weight_decay})")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass

@@ -191,7 +191,7 @@ def sample_responses(
 
 def pool_meta(policy: str, config: SamplingConfig, keys: list[str], dtype: str) -> dict[str, Any]:
     """What a pool's samples are a function of (checked on resume)."""
-    return {"policy": policy, "dtype": dtype, "sampling": asdict(config), "prompt_keys": keys, "format_version": 1}
+    return {"policy": policy, "dtype": dtype, "sampling": config.model_dump(), "prompt_keys": keys, "format_version": 1}
 
 
 def read_pool(path: str | os.PathLike[str]) -> list[PoolEntry]:

@@ -119,7 +119,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = print) -> dict[s
         plot_attributes(curves, attributes, out / "attributes.png", title=title)
     bench = judges_table(refs, specs, settings, out / "bench") if specs else None
     summary = {
-        "settings": {**asdict(settings), "out_dir": str(settings.out_dir), "pool": str(pool_path)},
+        "settings": {**settings.model_dump(mode="json"), "pool": str(pool_path)},
         "prompts": prompt_report,
         "pool": pool_summary(entries),
         "curves": [asdict(c) for c in curves],

@@ -17,7 +17,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +295,7 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str
         log(f"{key}: first {c['window']} steps {c['first']:+.3f} ± {c['first_sem']:.3f}, last {c['window']} "
             f"{c['last']:+.3f} ± {c['last_sem']:.3f}, change {c['change']:+.3f} ± {c['change_sem']:.3f}")
     summary = {
-        "settings": {**asdict(settings), "out_dir": str(settings.out_dir), "policy_folder": policy_folder},
+        "settings": {**settings.model_dump(mode="json"), "policy_folder": policy_folder},
         "prompts": prompt_report,
         "change": change,
         "rows": tracker.rows,

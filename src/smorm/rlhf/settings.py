@@ -1,42 +1,34 @@
 """Typed settings of the reward-hacking lab: the one place each option is documented.
 
-``smorm bon`` and ``smorm rl`` take their ``--help`` text from the ``Attributes`` sections below
-(:func:`smorm.rlhf.cli.field_help`). This module imports nothing heavy, so the CLI starts fast.
+``smorm bon`` and ``smorm rl`` build their flags and ``--help`` from these models
+(:mod:`smorm.cli_options`). This module imports nothing heavy, so the CLI starts fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from smorm.settings import Strict
+
+REWARD_REF = ("PATH is a smorm run / model folder (MODE F, L, M, or G for a gated model from smorm gate; "
+              "default: the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence "
+              "classifier folder (mode F)")
+THREADS = "torch CPU threads (1 is fastest on a busy shared machine; default: torch's)"
 
 
-@dataclass
-class SamplingConfig:
-    """How responses are sampled (recorded in the pool's meta file).
+class SamplingConfig(Strict):
+    """How responses are sampled (recorded in the pool's meta file)."""
 
-    Attributes:
-        num_samples: responses per prompt (N of the pool).
-        max_new_tokens: longest response, in policy tokens.
-        temperature: softmax temperature (> 0).
-        top_p: nucleus sampling mass in (0, 1]; 1 keeps every token.
-        seed: base seed; each response's stream is derived from it, the prompt and its index.
-        max_prompt_tokens: longer rendered prompts keep their last tokens.
-    """
-
-    num_samples: int = 16
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    max_prompt_tokens: int = 512
-
-    def __post_init__(self) -> None:
-        if self.num_samples < 1 or self.max_new_tokens < 1 or self.max_prompt_tokens < 1:
-            raise ValueError("num_samples, max_new_tokens and max_prompt_tokens must be >= 1")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+    num_samples: int = Field(16, ge=1, description="responses per prompt (N of the pool)",
+                             json_schema_extra={"flag": "--n"})
+    max_new_tokens: int = Field(64, ge=1, description="longest response, in policy tokens")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature (> 0)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass in (0, 1]; 1 keeps every token")
+    seed: int = Field(0, description="base seed; each response's stream is derived from it, the prompt and its index")
+    max_prompt_tokens: int = Field(512, ge=1, description="longer rendered prompts keep their last tokens")
 
 
 # The judges' check: the two dev benchmarks, and UltraFeedback's held-out eval pairs -- a source every
@@ -49,110 +41,68 @@ DEFAULT_BENCHES = (
 )
 
 
-@dataclass
-class BoNSettings:
-    """Everything ``smorm bon`` does is a function of these (recorded in ``summary.json``).
+class BoNSettings(Strict):
+    """Everything ``smorm bon`` does is a function of these (recorded in ``summary.json``)."""
 
-    Attributes:
-        policy: causal LM reference (embedded short name, folder, hub id, .gguf).
-        proxies: ``PATH[:MODE]`` of each proxy reward model; PATH is a
-            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
-            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
-            classifier folder (mode F).
-        gold: ``PATH[:MODE]`` of the gold reward model; PATH is a
-            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
-            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
-            classifier folder (mode F).
-        prompts: ``id`` (held out from the proxies' own D_S) or a prompt / data file.
-        out_dir: where the pool, scores, CSVs, PNGs and summary go.
-        num_prompts: prompts sampled from the set (seeded).
-        prompt_seed: seed of that sample.
-        sampling: how the policy samples (N per prompt, tokens, temperature, top-p, seed).
-        pool: the pool file (default ``out_dir/pool.jsonl``); reused and resumed when it exists.
-        attribute_model: ``PATH`` of the model whose multi head rates the picks (default: the
-            gold if it has a multi head, else each proxy's own).
-        grid_points: at most this many values of n on the curves.
-        batch_rows: sequences per generate call.
-        score_batch_size: sequences per scoring forward pass.
-        bf16: bf16 autocast when scoring.
-        policy_dtype: policy weight dtype.
-        benches: ``KIND:PATH[:LIMIT]`` dev benchmarks for the judges' accuracy table ([] to skip).
-        bench_sample: seeded random items per benchmark.
-        max_prompt_chars: skip longer in-distribution prompts (keeps generation cheap).
-    """
-
-    policy: str
-    proxies: list[str]
-    gold: str
-    prompts: str
-    out_dir: Path
-    num_prompts: int = 16
-    prompt_seed: int = 0
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    pool: Path | None = None
-    attribute_model: str | None = None
-    grid_points: int = 30
-    batch_rows: int = 32
-    score_batch_size: int = 16
-    bf16: bool = False
-    policy_dtype: str = "float32"
-    benches: list[str] = field(default_factory=lambda: list(DEFAULT_BENCHES))
-    bench_sample: int | None = 100
-    max_prompt_chars: int | None = 1500
+    policy: str = Field("smollm2-135m-instruct", description="causal LM reference (embedded short name, "
+                        "folder, hub id, .gguf)")
+    proxies: list[str] = Field(min_length=1, description=f"PATH[:MODE] of each proxy reward model (repeat the "
+                               f"flag); {REWARD_REF}", json_schema_extra={"flag": "--proxy"})
+    gold: str = Field(description=f"PATH[:MODE] of the gold reward model; {REWARD_REF}")
+    prompts: str = Field("id", description="id (held out from the proxies' own D_S) or a prompt / data file")
+    out_dir: Path = Field(Path("runs/bon"), description="where the pool, scores, CSVs, PNGs and summary go",
+                          json_schema_extra={"flag": "--out"})
+    num_prompts: int = Field(16, ge=1, description="prompts sampled from the set (seeded)")
+    prompt_seed: int = Field(0, description="seed of that sample")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="how the policy samples")
+    pool: Path | None = Field(None, description="the pool file (default out_dir/pool.jsonl); reused and "
+                              "resumed when it exists")
+    attribute_model: str | None = Field(None, description="PATH of the model whose multi head rates the picks "
+                                        "(default: the gold if it has a multi head, else each proxy's own)")
+    grid_points: int = Field(30, ge=2, description="at most this many values of n on the curves")
+    batch_rows: int = Field(32, ge=1, description="sequences per generate call")
+    score_batch_size: int = Field(16, ge=1, description="sequences per scoring forward pass",
+                                  json_schema_extra={"flag": "--batch-size"})
+    bf16: bool = Field(False, description="bf16 autocast when scoring")
+    policy_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="policy weight dtype")
+    benches: list[str] = Field(default_factory=lambda: list(DEFAULT_BENCHES),
+                               description="KIND:PATH[:LIMIT] dev benchmarks for the judges' accuracy table "
+                               "(repeat the flag; benches=[] skips the table)", json_schema_extra={"flag": "--bench"})
+    bench_sample: int | None = Field(100, ge=1, description="seeded random items per benchmark")
+    max_prompt_chars: int | None = Field(1500, ge=1, description="skip longer in-distribution prompts "
+                                         "(keeps generation cheap)")
+    threads: int | None = Field(None, ge=1, description=THREADS)
 
 
-@dataclass
-class RLSettings:
-    """Everything ``smorm rl`` does is a function of these (recorded in ``rl_summary.json``).
+class RLSettings(Strict):
+    """Everything ``smorm rl`` does is a function of these (recorded in ``rl_summary.json``)."""
 
-    Attributes:
-        policy: causal LM folder or embedded short name (resolved to a local folder for TRL).
-        reward: ``PATH[:MODE]`` of the proxy reward model the policy is trained on; PATH is a
-            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
-            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
-            classifier folder (mode F).
-        gold: ``PATH[:MODE]`` of the gold reward model (tracked, never trained on); PATH is a
-            smorm run / model folder (MODE F, L, M, or G for a gated model from ``smorm gate``; default:
-            the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence
-            classifier folder (mode F).
-        prompts: ``id`` (held out from the proxy's own D_S) or a prompt / data file.
-        out_dir: output folder (``rl.csv``, ``rl.png``, ``rl_summary.json``, TRL's files).
-        num_prompts: prompts sampled from the set (seeded).
-        prompt_seed: seed of that sample.
-        steps: optimizer steps.
-        num_generations: completions per prompt (RLOO's leave-one-out baseline needs >= 2).
-        prompts_per_step: prompts per step (the batch is prompts_per_step * num_generations).
-        max_completion_length: tokens per completion.
-        learning_rate: AdamW learning rate (000 Table 10: 1e-5 for PPO).
-        beta: KL coefficient to the initial policy (Table 10: 0).
-        temperature: sampling temperature.
-        gold_every: score the current batch with the gold every k steps.
-        eval_prompts: held-out prompts (disjoint from the training prompts) on which the current
-            policy is sampled every ``gold_every`` steps with fixed random streams and scored by proxy
-            and gold (``rl_eval.csv``, ``rl_eval.png``); 0 turns it off.
-        seed: TRL seed.
-        score_batch_size: sequences per reward-model forward pass.
-        save_policy: also save the trained policy to ``out_dir/policy``.
-        max_prompt_chars: skip longer in-distribution prompts.
-    """
-
-    policy: str
-    reward: str
-    gold: str
-    prompts: str
-    out_dir: Path
-    num_prompts: int = 64
-    prompt_seed: int = 0
-    steps: int = 20
-    num_generations: int = 4
-    prompts_per_step: int = 2
-    max_completion_length: int = 48
-    learning_rate: float = 1e-5
-    beta: float = 0.0
-    temperature: float = 1.0
-    gold_every: int = 1
-    eval_prompts: int = 0
-    seed: int = 0
-    score_batch_size: int = 16
-    save_policy: bool = False
-    max_prompt_chars: int | None = 1500
+    policy: str = Field("smollm2-135m-instruct", description="causal LM folder or embedded short name "
+                        "(resolved to a local folder for TRL)")
+    reward: str = Field(description=f"PATH[:MODE] of the proxy reward model the policy is trained on; {REWARD_REF}")
+    gold: str = Field(description=f"PATH[:MODE] of the gold reward model (tracked, never trained on); {REWARD_REF}")
+    prompts: str = Field("id", description="id (held out from the proxy's own D_S) or a prompt / data file")
+    out_dir: Path = Field(Path("runs/rl"), description="output folder (rl.csv, rl.png, rl_summary.json, "
+                          "TRL's files)", json_schema_extra={"flag": "--out"})
+    num_prompts: int = Field(64, ge=1, description="prompts sampled from the set (seeded)")
+    prompt_seed: int = Field(0, description="seed of that sample")
+    steps: int = Field(20, ge=1, description="optimizer steps")
+    num_generations: int = Field(4, ge=2, description="completions per prompt (RLOO's leave-one-out baseline "
+                                 "needs >= 2)")
+    prompts_per_step: int = Field(2, ge=1, description="prompts per step (the batch is prompts_per_step * "
+                                  "num_generations)")
+    max_completion_length: int = Field(48, ge=1, description="tokens per completion")
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate (000 Table 10: 1e-5 for PPO)",
+                                 json_schema_extra={"flag": "--lr"})
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the initial policy (Table 10: 0)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    gold_every: int = Field(1, ge=1, description="score the current batch with the gold every k steps")
+    eval_prompts: int = Field(0, ge=0, description="held-out prompts (disjoint from the training prompts) on "
+                              "which the current policy is sampled every gold_every steps with fixed random "
+                              "streams and scored by proxy and gold (rl_eval.csv, rl_eval.png); 0 turns it off")
+    seed: int = Field(0, description="TRL seed")
+    score_batch_size: int = Field(16, ge=1, description="sequences per reward-model forward pass",
+                                  json_schema_extra={"flag": "--batch-size"})
+    save_policy: bool = Field(False, description="also save the trained policy to out_dir/policy")
+    max_prompt_chars: int | None = Field(1500, ge=1, description="skip longer in-distribution prompts")
+    threads: int | None = Field(None, ge=1, description=THREADS)

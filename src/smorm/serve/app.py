@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,6 +31,7 @@ from smorm.data.formatting import EncodedSequence
 from smorm.models import reward_model as reward_model_module
 from smorm.serve.batcher import MicroBatcher, QueueFull
 from smorm.serve.inputs import ItemTooLong, QueryEncoder, TokenLimits, encode_items
+from smorm.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -40,50 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-
-
-@dataclass
-class ServeSettings:
-    """How the server runs and what it accepts.
-
-    Attributes:
-        host: interface to bind; loopback unless the user asks otherwise.
-        port: TCP port.
-        mode: default inference mode (F, L, M, ...); None = the model's own default.
-        max_batch_size: most sequences per model call.
-        max_wait_ms: how long the worker waits to fill a batch after the first request arrives.
-        max_queue: most sequences waiting at once; more -> 503.
-        max_body_bytes: largest request body; more -> 413.
-        max_items: most items (or queries) per request; more -> 422.
-        max_item_tokens: most tokens per item; more -> 422. None = the model's ``max_length``.
-        request_timeout_s: longest wait for a request's scores; more -> 504.
-        token: bearer token required on every endpoint but ``/health``; None = no token.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    mode: str | None = None
-    max_batch_size: int = 16
-    max_wait_ms: float = 5.0
-    max_queue: int = 1024
-    max_body_bytes: int = 1 << 20
-    max_items: int = 64
-    max_item_tokens: int | None = None
-    request_timeout_s: float = 120.0
-    token: str | None = None
-
-    def validate(self) -> None:
-        for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_items"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"serve setting {name} must be positive, got {getattr(self, name)}")
-        if self.max_item_tokens is not None and self.max_item_tokens < 2:
-            raise ValueError(f"serve setting max_item_tokens must be at least 2, got {self.max_item_tokens}")
-        if self.max_items > self.max_queue:
-            raise ValueError(
-                f"max_items ({self.max_items}) exceeds max_queue ({self.max_queue}): a full-size request could never be queued"
-            )
-        if self.token is not None and not self.token.strip():
-            raise ValueError("the bearer token is empty; give a real token or none")
 
 
 def available_modes(model: "RewardModel") -> list[str]:
@@ -125,7 +82,6 @@ def create_app(model: "RewardModel", settings: ServeSettings | None = None) -> "
     from fastapi import FastAPI, HTTPException, Request
 
     settings = settings or ServeSettings()
-    settings.validate()
     model.eval()
     modes = available_modes(model)
     default_mode = settings.mode or model.config.mode

@@ -1,7 +1,7 @@
 """Typed run configuration: the one place every option is documented.
 
 A YAML file is parsed into :class:`RunConfig`; ``key=value`` overrides from the command line use
-dotted paths (``train.lr=1e-5``, ``data.pairs.0.limit=100``) and YAML syntax for values.
+dotted paths (``train.lr=1e-5``, ``data.pairs.0.limit=100``) and YAML 1.2 values (:mod:`smorm.settings`).
 Defaults follow the SMORM paper's Table 10 (000 App. G) for full fine-tuning.
 """
 
@@ -10,12 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from smorm.settings import Strict, apply_overrides, load_mapping, validate_settings
 
 
 class DataSource(Strict):
@@ -167,28 +164,6 @@ class RunConfig(Strict):
         return self
 
 
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``tree[a][b][0][c] = value`` for ``dotted = "a.b.0.c"``."""
-    keys = dotted.split(".")
-    node: Any = tree
-    for depth, key in enumerate(keys[:-1]):
-        if isinstance(node, list):
-            node = node[int(key)]
-            continue
-        if key not in node or node[key] is None:
-            node[key] = [] if keys[depth + 1].isdigit() else {}
-        node = node[key]
-    last = keys[-1]
-    if isinstance(node, list):
-        index = int(last)
-        if index == len(node):
-            node.append(value)
-        else:
-            node[index] = value
-    else:
-        node[last] = value
-
-
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML config, apply ``key=value`` overrides, resolve data paths, validate.
 
@@ -198,21 +173,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     raw: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: the top level must be a mapping")
-        raw = loaded or {}
-        base = path.resolve().parent
-    for override in overrides:
-        if "=" not in override:
-            raise ValueError(f"override {override!r} is not key=value")
-        key, value = override.split("=", 1)
-        set_dotted(raw, key.strip(), yaml.safe_load(value))
+        raw = load_mapping(path)
+        base = Path(path).resolve().parent
+    apply_overrides(raw, overrides)
     _resolve_paths(raw, base)
-    return RunConfig.model_validate(raw)
+    return validate_settings(RunConfig, raw, where=str(path or "config"))
 
 
 def _resolve(path: str, base: Path) -> str:
