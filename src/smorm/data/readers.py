@@ -102,13 +102,16 @@ def data_files(path: str | Path) -> list[Path]:
         if not os.access(root, os.R_OK | os.X_OK):
             # rglob passes over a folder it may not list, which would read as "no data files"
             raise DataError(f"{path}: cannot read: permission denied", kind="unreadable file")
-        found = [p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+        found = [
+            p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ]
         files = sorted(p for p in found if p.is_file() and is_data_file(p))
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}", kind="unreadable file") from None
     if not files:
         others = sorted(str(p.relative_to(root)) for p in found if p.is_file())
-        seen = f"; it holds {len(others)} other file(s): {', '.join(others[:5])}" if others else "; it is empty"
+        listing = ", ".join(others[:5])
+        seen = f"; it holds {len(others)} other file(s): {listing}" if others else "; it is empty"
         raise DataError(
             f"{path}: folder holds no data files ({', '.join(sorted(FILE_KINDS))}, each optionally "
             f".gz/.bz2/.xz; hidden files are skipped){seen}",
@@ -223,7 +226,10 @@ def _read_problem(exc: BaseException) -> str:
 
 
 def decode_line(line: bytes, number: int) -> tuple[str | None, str | None]:
-    """``(text, None)`` for a UTF-8 line (a leading byte-order mark dropped, CRLF made LF), else ``(None, problem)``."""
+    """``(text, None)`` for a UTF-8 line, else ``(None, problem)``.
+
+    A byte-order mark at the start of the file is dropped and CRLF becomes LF, as text mode did.
+    """
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
