@@ -109,3 +109,15 @@ def test_seeded_sample_ignores_where_a_record_came_from():
 def test_negative_sample_is_refused():
     with pytest.raises(ValueError, match="DataSpec.sample must be >= 0"):
         DataSpec(path="x.jsonl", sample=-1)
+
+
+def test_prompt_sets_sample_distinct_prompts(tmp_path):
+    from smorm.data import load_prompt_records
+
+    path = write_pairs(tmp_path / "p.jsonl", [i // 2 for i in range(N)])  # every prompt twice
+    spec = DataSpec(path=path, format="pairs", sample=15, seed=1)
+    prompts, report = load_prompt_records(spec)
+    texts = [p.prompt[0]["content"] for p in prompts]
+    assert len(texts) == 15 == len(set(texts)) and texts == sorted(texts, key=lambda t: int(t[1:]))
+    assert [p.prompt[0]["content"] for p in load_prompt_records(spec)[0]] == texts
+    assert any("of 15 of 100 distinct prompts" in note for note in report.notes)
