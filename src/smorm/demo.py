@@ -54,7 +54,7 @@ def run_demo(config_path: Path, overrides: list[str]) -> None:
     result = train(config)
     trained = time.time()
     model = RewardModel.from_pretrained(result.model_dir)
-    specs = [BenchSpec(b.kind, b.path, b.limit, b.name, b.sample, b.seed) for b in config.eval.benches]
+    specs = [BenchSpec(b.kind, b.path, b.limit, b.name, b.sample, b.seed, b.on_error) for b in config.eval.benches]
     report = evaluate_model(model, specs, batch_size=config.eval.batch_size,
                             bf16=config.eval.precision == "bf16")
     evaluated = time.time()

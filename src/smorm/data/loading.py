@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 from smorm.data.adapters.base import COMMON_OPTIONS, Adapter, Context
 from smorm.data.errors import DataError, DropRecord, FieldError
-from smorm.data.messages import messages, require_text, to_number
+from smorm.data.messages import is_blank, messages, require_response, to_number
 from smorm.data.readers import read_records
+from smorm.data.sampling import seeded_sample
 from smorm.data.spec import ON_ERROR_POLICIES, DataSpec, LoadReport, PromptRecord, as_spec
 from smorm.registry import DATA_ADAPTERS
 from smorm.types import Message, PreferencePair, RankedResponses, RatedResponse, RMBenchItem
@@ -68,7 +69,8 @@ def load_prompt_records(
         return _load(spec, "prompts", on_error, adapter)
     kind = adapter.kinds()[0]
     whole = DataSpec(
-        path=spec.path, format=adapter.name, name=spec.name, options=spec.options, on_error=spec.on_error
+        path=spec.path, format=adapter.name, name=spec.name, options=spec.options, on_error=spec.on_error,
+        allow_blank_responses=spec.allow_blank_responses,
     )
     records, report = _load(whole, kind, on_error, adapter)
     prompts: list[PromptRecord] = []
@@ -82,6 +84,8 @@ def load_prompt_records(
         prompts.append(PromptRecord(record.prompt, category, record.source, record.origin))
         if spec.limit is not None and len(prompts) >= spec.limit:
             break
+    if spec.sample is not None:
+        prompts = _sample(prompts, spec, report, "distinct prompts")
     report.kept = len(prompts)
     report.notes.append(f"prompts taken from the {kind} of format {adapter.name!r}, duplicates removed")
     return prompts, report
@@ -148,7 +152,7 @@ def _load(
     report = LoadReport(source=spec.source, path=spec.path, format=adapter.name)
     if spec.format == "auto":
         report.notes.append(f"format detected: {adapter.name}")
-    ctx = Context(source=spec.source, options=spec.options)
+    ctx = Context(source=spec.source, options=spec.options, allow_blank_responses=spec.allow_blank_responses)
     scales = RatingScales(
         adapter.scales, spec.options.get("scales"), spec.options.get("rename"), spec.options.get("attributes")
     )
@@ -170,7 +174,7 @@ def _load(
             try:
                 produced = convert(raw.fields, ctx)
                 for record in produced:
-                    _finish(record, kind, raw.origin, ctx.source, scales)
+                    _finish(record, kind, raw.origin, ctx, scales)
             except DropRecord as drop:
                 report.count_skip(drop.reason)
                 continue
@@ -185,11 +189,36 @@ def _load(
             close()
     if spec.limit is not None:
         kept = kept[: spec.limit]
+    if spec.sample is not None:
+        kept = _sample(kept, spec, report, "valid records")
     if kind == "ratings":
         kept = scales.rescale(kept, spec.path, report)
     report.kept = len(kept)
+    report.blank_responses = sum(is_blank(text) for record in kept for text in _responses(record, kind))
     report.notes.extend(f"{fact}: {n}" for fact, n in sorted(ctx.counts.items()))
     return kept, report
+
+
+def _sample(records: list[T], spec: DataSpec, report: LoadReport, what: str) -> list[T]:
+    assert spec.sample is not None
+    if spec.sample >= len(records):
+        report.notes.append(f"sample of {spec.sample} asked for, {len(records)} {what}: all kept")
+        return records
+    report.notes.append(f"seeded sample (seed {spec.seed}) of {spec.sample} of {len(records)} {what}")
+    return seeded_sample(records, spec.sample, spec.seed)
+
+
+def _responses(record: Any, kind: str) -> list[str]:
+    """The response texts of a record (what a blank-response count looks at)."""
+    if kind == "pairs":
+        return [record.chosen, record.rejected]
+    if kind == "ratings":
+        return [record.response]
+    if kind == "ranked":
+        return list(record.responses)
+    if kind == "rmbench":
+        return [*record.chosen, *record.rejected]
+    return []
 
 
 def _fail(error: DataError, policy: str, report: LoadReport) -> None:
@@ -198,25 +227,26 @@ def _fail(error: DataError, policy: str, report: LoadReport) -> None:
     report.count_skip(f"{error.kind} ({error.field})" if error.field else error.kind)
 
 
-def _finish(record: Any, kind: str, origin: str, source: str, scales: RatingScales) -> None:
+def _finish(record: Any, kind: str, origin: str, ctx: Context, scales: RatingScales) -> None:
     """Check what every record of a kind must satisfy (whatever the adapter), and stamp origin and source."""
     record.origin = origin
     if hasattr(record, "source") and not record.source:
-        record.source = source
+        record.source = ctx.source
     messages(record.prompt, "prompt")
+    blank_ok = ctx.allow_blank_responses
     if kind == "pairs":
-        require_text(record.chosen, "chosen")
-        require_text(record.rejected, "rejected")
+        require_response(record.chosen, "chosen", blank_ok)
+        require_response(record.rejected, "rejected", blank_ok)
         if record.chosen == record.rejected:
             # Not malformed, but it carries no preference: dropped and counted, under either policy.
             raise DropRecord("identical chosen and rejected")
         record.margin = to_number(record.margin, "margin")
     elif kind == "ratings":
-        require_text(record.response, "response")
+        require_response(record.response, "response", blank_ok)
         record.ratings = scales.select(record.ratings)
     elif kind == "ranked":
         for i, text in enumerate(record.responses):
-            require_text(text, f"responses[{i}]")
+            require_response(text, f"responses[{i}]", blank_ok)
     elif kind == "rmbench":
         if len(record.chosen) != 3 or len(record.rejected) != 3:
             raise FieldError(

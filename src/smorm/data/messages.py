@@ -63,6 +63,15 @@ def require_text(value: Any, field: str, allow_empty: bool = False) -> str:
     return value
 
 
+def require_response(value: Any, field: str, allow_blank: bool = False) -> str:
+    """A response's text: as :func:`require_text`, but blank text passes when ``allow_blank``.
+
+    Benchmarks allow it: a blank answer is what the benchmark published, and it is scored. In
+    training data a blank response is an error (it would teach the model nothing true).
+    """
+    return require_text(value, field, allow_empty=allow_blank)
+
+
 def to_number(value: Any, field: str, from_text: bool = False) -> float | None:
     """A finite float, or None when missing (null, or an empty cell of a text table).
 
@@ -222,10 +231,11 @@ def json_list(value: Any, field: str) -> list[Any]:
     return value
 
 
-def response_text(value: Any, field: str) -> tuple[str, list[Message] | None]:
+def response_text(value: Any, field: str, allow_blank: bool = False) -> tuple[str, list[Message] | None]:
     """A response given as text, or as a conversation whose last turn (assistant) is the response.
 
-    Returns the response text and, for a conversation, the turns before it (else None).
+    Returns the response text and, for a conversation, the turns before it (else None). Blank text
+    is an error unless ``allow_blank`` (see :func:`require_response`).
     """
     if isinstance(value, list):
         turns = [message(item, f"{field}[{i}]") for i, item in enumerate(value)]
@@ -235,5 +245,6 @@ def response_text(value: Any, field: str) -> tuple[str, list[Message] | None]:
                 "a conversation given as a response must end with an assistant turn",
                 kind="bad message",
             )
-        return require_text(turns[-1]["content"], f"{field}[{len(turns) - 1}].content"), turns[:-1]
-    return require_text(value, field), None
+        content = turns[-1]["content"]
+        return require_response(content, f"{field}[{len(turns) - 1}].content", allow_blank), turns[:-1]
+    return require_response(value, field, allow_blank), None

@@ -17,7 +17,9 @@ import lzma
 import os
 import socket
 import sys
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +27,14 @@ from urllib.parse import urlparse
 
 from smorm.data.errors import DataError
 
-COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+COMPRESSIONS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw),
+    ".bz2": bz2.BZ2File,
+    ".xz": lzma.LZMAFile,
+}
+# What a cut-short or corrupt compressed file raises while it is read (EOFError: gzip/bz2 end of
+# stream missing; OSError: bad gzip/bz2 data, or the disk; zlib/lzma errors: bad deflate/xz data).
+READ_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError)
 FILE_KINDS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -85,19 +94,29 @@ def is_data_file(path: Path) -> bool:
 def data_files(path: str | Path) -> list[Path]:
     """The file itself, or every data file below a folder (recursively, sorted, hidden files skipped)."""
     root = Path(path)
-    if root.is_file():
-        return [root]
-    if not root.exists():
-        raise DataError(f"{path}: no such file or folder")
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and is_data_file(p)
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    try:
+        if root.is_file():
+            return [root]
+        if not root.exists():
+            raise DataError(f"{path}: no such file or folder")
+        if not os.access(root, os.R_OK | os.X_OK):
+            # rglob passes over a folder it may not list, which would read as "no data files"
+            raise DataError(f"{path}: cannot read: permission denied", kind="unreadable file")
+        found = [
+            p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ]
+        files = sorted(p for p in found if p.is_file() and is_data_file(p))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}", kind="unreadable file") from None
     if not files:
-        raise DataError(f"{path}: folder holds no data files ({', '.join(sorted(FILE_KINDS))})")
+        others = sorted(str(p.relative_to(root)) for p in found if p.is_file())
+        listing = ", ".join(others[:5])
+        seen = f"; it holds {len(others)} other file(s): {listing}" if others else "; it is empty"
+        raise DataError(
+            f"{path}: folder holds no data files ({', '.join(sorted(FILE_KINDS))}, each optionally "
+            f".gz/.bz2/.xz; hidden files are skipped){seen}",
+            kind="no data files",
+        )
     return files
 
 
@@ -134,27 +153,105 @@ def iter_rows(
 
 
 def read_file(file: Path, shown: str | None = None) -> Iterator[RawRecord]:
-    """Records of one local file (see :func:`read_records`)."""
+    """Records of one local file (see :func:`read_records`).
+
+    Raises:
+        DataError: naming the file (and the line, where there is one) when it cannot be opened,
+            its compressed data is cut short or corrupt, its text is not UTF-8 (a CSV or JSON
+            document; a JSON Lines line that is not UTF-8 is yielded with ``error`` set), or it
+            holds no records at all.
+    """
     shown = shown or str(file)
     kind = file_kind(file)
     if kind == "parquet":
-        yield from _read_parquet(file, shown)
-        return
-    with _open_text(file) as handle:
-        if kind == "jsonl":
-            yield from _read_jsonl_lines(handle, shown)
-        elif kind == "json":
-            yield from _read_json_document(handle.read(), shown)
-        else:
-            yield from _read_csv(handle, shown, delimiter="\t" if kind == "tsv" else ",")
+        records: Iterator[RawRecord] = _read_parquet(file, shown)
+    elif kind == "jsonl":
+        records = _read_jsonl_lines(byte_lines(file, shown), shown)
+    elif kind == "json":
+        records = _read_json_document(_read_text(file, shown), shown)
+    else:
+        lines = (_decode_or_raise(line, shown, number) for number, line in byte_lines(file, shown))
+        records = _read_csv(lines, shown, delimiter="\t" if kind == "tsv" else ",")
+    count = 0
+    for record in records:
+        count += 1
+        yield record
+    if count == 0:
+        # An empty file is almost always a failed download or export, not a data set of size 0.
+        raise DataError(
+            f"{shown}: holds no records (the file is empty, or only whitespace, a header or an empty list)",
+            kind="empty file",
+        )
 
 
-def _open_text(file: Path) -> IO[str]:
-    opener = COMPRESSIONS.get(file.suffix.lower())
-    # utf-8-sig drops a byte-order mark that some exporters write at the start of a file.
-    if opener is not None:
-        return opener(file, "rt", encoding="utf-8-sig")  # type: ignore[operator]
-    return open(file, encoding="utf-8-sig")
+@contextmanager
+def open_binary(file: Path, shown: str) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed by its suffix; a file that cannot be opened is a DataError."""
+    try:
+        raw = open(file, "rb")
+    except OSError as exc:
+        raise DataError(f"{shown}: cannot open: {exc.strerror or exc}", kind="unreadable file") from None
+    with raw:
+        decompress = COMPRESSIONS.get(file.suffix.lower())
+        if decompress is None:
+            yield raw
+            return
+        with decompress(raw) as stream:  # closing it leaves ``raw`` open, hence the outer ``with``
+            yield stream
+
+
+def byte_lines(file: Path, shown: str) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw line)`` of a (compressed) file; a read error names the file and the line."""
+    with open_binary(file, shown) as handle:
+        number = 0
+        lines = iter(handle)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                return
+            except READ_ERRORS as exc:
+                problem = _read_problem(exc)
+                raise DataError(f"{shown}:{number + 1}: {problem}", origin=f"{shown}:{number + 1}",
+                                kind="unreadable file") from None
+            number += 1
+            yield number, line
+
+
+def _read_problem(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:  # the disk or the file system, not the data
+        return f"cannot read: {exc.strerror or exc}"
+    detail = str(exc) or type(exc).__name__
+    return f"compressed data is truncated or corrupt ({detail}); download or compress the file again"
+
+
+def decode_line(line: bytes, number: int) -> tuple[str | None, str | None]:
+    """``(text, None)`` for a UTF-8 line, else ``(None, problem)``.
+
+    A byte-order mark at the start of the file is dropped and CRLF becomes LF, as text mode did.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (
+            f"not UTF-8 text: byte 0x{line[exc.start]:02x} at column {exc.start + 1} "
+            "(a binary file, or text in another encoding?)"
+        )
+    if number == 1 and text.startswith("\ufeff"):
+        text = text[1:]  # some exporters write a byte-order mark
+    return (text[:-2] + "\n" if text.endswith("\r\n") else text), None
+
+
+def _decode_or_raise(line: bytes, path: str, number: int) -> str:
+    text, problem = decode_line(line, number)
+    if problem is not None:
+        raise DataError(f"{path}:{number}: {problem}", origin=f"{path}:{number}", kind="not UTF-8")
+    return text or ""
+
+
+def _read_text(file: Path, shown: str) -> str:
+    """The whole (decompressed) file as text; undecodable bytes name the line they are on."""
+    return "".join(_decode_or_raise(line, shown, number) for number, line in byte_lines(file, shown))
 
 
 def _as_object(value: Any, path: str, number: int) -> RawRecord:
@@ -163,8 +260,12 @@ def _as_object(value: Any, path: str, number: int) -> RawRecord:
     return RawRecord(path, number, error=f"expected a JSON object, got {type(value).__name__}")
 
 
-def _read_jsonl_lines(lines: Iterator[str] | IO[str], path: str, first_line: int = 1) -> Iterator[RawRecord]:
-    for number, line in enumerate(lines, start=first_line):
+def _read_jsonl_lines(lines: Iterable[tuple[int, bytes]], path: str) -> Iterator[RawRecord]:
+    for number, raw in lines:
+        line, problem = decode_line(raw, number)
+        if line is None:
+            yield RawRecord(path, number, error=problem)
+            continue
         if not line.strip():
             continue
         try:
@@ -198,7 +299,8 @@ def _read_json_document(text: str, path: str) -> Iterator[RawRecord]:
         ) from None
     if _skip_space(text, end) < len(text):
         # More than one top-level value: a JSON Lines file named .json (common on the hub).
-        yield from _read_jsonl_lines(io.StringIO(text), path)
+        numbered = enumerate((line.encode("utf-8") for line in io.StringIO(text)), start=1)
+        yield from _read_jsonl_lines(numbered, path)
         return
     if not isinstance(value, dict):
         raise DataError(
@@ -248,7 +350,7 @@ def _read_json_array(text: str, pos: int, path: str, decoder: json.JSONDecoder) 
             )
 
 
-def _read_csv(handle: IO[str], path: str, delimiter: str) -> Iterator[RawRecord]:
+def _read_csv(handle: Iterable[str], path: str, delimiter: str) -> Iterator[RawRecord]:
     # Responses can be long; the csv module's default field limit (128 KiB) is too small.
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     reader = csv.DictReader(handle, delimiter=delimiter)
@@ -266,17 +368,20 @@ def _read_csv(handle: IO[str], path: str, delimiter: str) -> Iterator[RawRecord]
 
 
 def _read_parquet(file: Path, path: str) -> Iterator[RawRecord]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source: Any = file
-    if file.suffix.lower() in COMPRESSIONS:
-        with COMPRESSIONS[file.suffix.lower()](file, "rb") as handle:  # type: ignore[operator]
-            source = io.BytesIO(handle.read())
-    number = 0
-    for batch in pq.ParquetFile(source).iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            number += 1
-            yield RawRecord(path, number, row)
+    with open_binary(file, path) as handle:
+        try:
+            # A compressed stream cannot seek, and Parquet reads its footer first: decompress it whole.
+            source: Any = handle if file.suffix.lower() not in COMPRESSIONS else io.BytesIO(handle.read())
+            number = 0
+            for batch in pq.ParquetFile(source).iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield RawRecord(path, number, row)
+        except (pa.ArrowException, *READ_ERRORS) as exc:
+            raise DataError(f"{path}: not a readable Parquet file ({exc})", kind="unreadable file") from None
 
 
 def parse_hub_name(path: str) -> tuple[str, str]:

@@ -22,11 +22,20 @@ class DataSpec:
             ``helpsteer``, ``pairs`` …) or ``auto`` to detect it from the path and first record.
         name: source name used in batches and reports; defaults to the file or folder name.
         limit: keep the first N records that pass validation.
+        sample: keep a seeded random N of the records that pass validation, chosen by a hash of
+            ``seed`` and each record's content (:func:`smorm.data.sampling.seeded_sample`), so the
+            choice does not depend on file order; fewer valid records than N keeps them all (with a
+            note in the report). With ``limit`` too, the sample is drawn from the first ``limit``.
+        seed: seed of ``sample``.
         options: adapter options (e.g. ``{"view": "safer"}`` for PKU), plus, for every format,
             ``scales`` (``{attribute: [lo, hi]}``), ``rename`` (``{old: new}`` for attributes),
             ``attributes`` (the rating fields to keep / to treat as ratings) and ``hf``
             (keyword arguments for ``datasets.load_dataset``).
         on_error: ``"error"`` or ``"skip"`` for this source; None uses the loader's argument.
+        allow_blank_responses: keep a response that is empty or blank (e.g. only a zero-width
+            space) and count it in ``LoadReport.blank_responses``. Benchmarks set it, because a
+            blank answer is a published answer to be scored; training data keeps it off, where a
+            blank response is an ``empty text`` error.
     """
 
     path: str
@@ -35,11 +44,16 @@ class DataSpec:
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     on_error: str | None = None
+    sample: int | None = None
+    seed: int = 0
+    allow_blank_responses: bool = False
 
     def __post_init__(self) -> None:
         self.path = str(self.path)
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"DataSpec.limit must be >= 0, got {self.limit}")
+        if self.sample is not None and self.sample < 0:
+            raise ValueError(f"DataSpec.sample must be >= 0, got {self.sample}")
         if self.on_error is not None and self.on_error not in ON_ERROR_POLICIES:
             raise ValueError(f"DataSpec.on_error must be one of {ON_ERROR_POLICIES}, got {self.on_error!r}")
 
@@ -71,6 +85,8 @@ class LoadReport:
         kept: records returned (a source record can give several, e.g. PKU gives two rated responses).
         skipped: reason -> count, for records skipped under ``on_error="skip"`` and for intentional
             drops (ties …), which are counted under either policy.
+        blank_responses: responses of the kept records that are empty or blank (only with
+            ``DataSpec.allow_blank_responses``; otherwise such a record is an error).
         notes: facts worth knowing (detected format, observed scales, merged turns …).
         scales: attribute -> (lo, hi) raw scale that was mapped to [0, 1].
     """
@@ -83,6 +99,7 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
     scales: dict[str, tuple[float, float]] = field(default_factory=dict)
     format: str = ""
+    blank_responses: int = 0
 
     def count_skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -90,8 +107,10 @@ class LoadReport:
     def summary(self) -> str:
         """One line for logs: ``source: kept K of R records (skipped: …)``."""
         skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skipped.items()))
-        return f"{self.source} [{self.format}] {self.path}: kept {self.kept} from {self.read} records" + (
-            f" (skipped {skipped})" if skipped else ""
+        return (
+            f"{self.source} [{self.format}] {self.path}: kept {self.kept} from {self.read} records"
+            + (f" (skipped {skipped})" if skipped else "")
+            + (f", {self.blank_responses} blank responses" if self.blank_responses else "")
         )
 
 

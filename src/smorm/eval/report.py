@@ -144,13 +144,28 @@ def attribute_stats_rows(stats: dict[str, Any], names: list[str]) -> list[list[s
     return rows
 
 
+def loading_line(entry: dict[str, Any]) -> str:
+    """What loading kept and left out: blank responses scored as published, rows skipped by reason."""
+    if "records_read" not in entry:
+        return ""
+    blank = entry.get("blank_responses", 0)
+    skipped = entry.get("skipped") or {}
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+    return (f"Rows read: {entry['records_read']}; blank responses scored as published: {blank}; "
+            f"rows left out: {sum(skipped.values())}" + (f" ({reasons})" if reasons else "")
+            + f"; on_error: {entry.get('on_error', 'error')}.")
+
+
 def benchmark_markdown(label: str, entry: dict[str, Any], plots: dict[str, str]) -> str:
     """A benchmark's section of report.md."""
     modes = list(entry["modes"])
     sample = (f" (first {entry['limit']})" if entry.get("limit") else "") + (
         f" (seeded random sample of {entry['sample']}, seed {entry.get('seed', 0)})" if entry.get("sample") else "")
-    parts = [f"### {label}", f"`{entry['path']}`: {entry['items']} items{sample}",
-             markdown_table(["", "n", *modes], score_rows(entry))]
+    parts = [f"### {label}", f"`{entry['path']}`: {entry['items']} items{sample}"]
+    loading = loading_line(entry)
+    if loading:
+        parts.append(loading)
+    parts.append(markdown_table(["", "n", *modes], score_rows(entry)))
     diagnostics = diagnostic_rows(entry)
     if diagnostics:
         over = " (over all 9 style comparisons of each item)" if entry["kind"] == "rm-bench" else ""

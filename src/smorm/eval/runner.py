@@ -13,6 +13,7 @@ A scorer is anything with the scoring surface of :class:`~smorm.models.reward_mo
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import time
@@ -30,7 +31,14 @@ BENCH_KINDS = ("reward-bench", "rm-bench", "pairs", "ranked")
 
 @dataclass
 class BenchSpec:
-    """A benchmark to run: ``limit`` takes the first N items, ``sample`` a seeded random N."""
+    """A benchmark to run.
+
+    ``limit`` takes the first N items, ``sample`` a seeded random N (of the first ``limit`` when
+    both are given; see :class:`smorm.data.DataSpec`). Items are loaded as published: a blank
+    response is scored and counted (``blank_responses`` in the report). ``on_error`` decides what
+    a structurally broken item does (a missing field, a wrong type, unparsable JSON): ``"error"``
+    stops with ``file:line: field …``, ``"skip"`` leaves it out and counts it per reason.
+    """
 
     kind: str
     path: str
@@ -38,6 +46,7 @@ class BenchSpec:
     name: str | None = None
     sample: int | None = None
     seed: int = 0
+    on_error: str = "error"
 
     @property
     def label(self) -> str:
@@ -68,6 +77,7 @@ class BenchItems:
     spec: BenchSpec
     rows: list[dict[str, Any]]  # each: kind-specific, with sequence indices instead of texts
     notes: list[str] = field(default_factory=list)
+    load: Any = None  # the smorm.data LoadReport: records read, skipped by reason, blank responses
 
 
 class SequenceTable:
@@ -85,36 +95,31 @@ class SequenceTable:
         return self._index[key]
 
 
-def _subsample(records: list[Any], spec: BenchSpec) -> list[Any]:
-    """A seeded random ``spec.sample`` of the records, in file order (so every subset is represented
-    in proportion, unlike the first N of a file sorted by subset)."""
-    if spec.sample is None or spec.sample >= len(records):
-        return records
-    import random
-
-    keep = sorted(random.Random(spec.seed).sample(range(len(records)), spec.sample))
-    return [records[i] for i in keep]
-
-
 def load_bench(spec: BenchSpec, table: SequenceTable) -> BenchItems:
+    """Load one benchmark's items (blank responses kept) and add their sequences to ``table``.
+
+    A seeded ``sample`` keeps the items in file order, so every subset is represented in
+    proportion (unlike the first N of a file sorted by subset).
+    """
     from smorm.data import DataSpec, load_pairs, load_ranked, load_rmbench
 
     data_spec = DataSpec(path=spec.path, format={"reward-bench": "reward-bench", "rm-bench": "rm-bench"}.get(
-        spec.kind, "auto"), limit=spec.limit)
+        spec.kind, "auto"), limit=spec.limit, sample=spec.sample, seed=spec.seed, on_error=spec.on_error,
+        allow_blank_responses=True)
     rows: list[dict[str, Any]] = []
     if spec.kind in ("reward-bench", "pairs"):
-        pairs, _ = load_pairs(data_spec)
-        for pair in _subsample(pairs, spec):
+        pairs, report = load_pairs(data_spec)
+        for pair in pairs:
             rows.append({"subset": pair.subset, "chosen": table.add(pair.prompt, pair.chosen),
                          "rejected": table.add(pair.prompt, pair.rejected), "origin": pair.origin})
     elif spec.kind == "rm-bench":
-        items, _ = load_rmbench(data_spec)
-        for item in _subsample(items, spec):
+        items, report = load_rmbench(data_spec)
+        for item in items:
             rows.append({"domain": item.domain, "chosen": [table.add(item.prompt, r) for r in item.chosen],
                          "rejected": [table.add(item.prompt, r) for r in item.rejected], "origin": item.origin})
     elif spec.kind == "ranked":
-        ranked, _ = load_ranked(data_spec)
-        for group in _subsample(ranked, spec):
+        ranked, report = load_ranked(data_spec)
+        for group in ranked:
             row: dict[str, Any] = {"responses": [table.add(group.prompt, r) for r in group.responses],
                                    "origin": group.origin}
             if group.scores is not None:
@@ -122,7 +127,9 @@ def load_bench(spec: BenchSpec, table: SequenceTable) -> BenchItems:
             if group.best is not None:
                 row["best"] = group.best
             rows.append(row)
-    return BenchItems(spec, rows)
+    else:
+        raise ValueError(f"benchmark {spec.label}: unknown kind {spec.kind!r} (known: {', '.join(BENCH_KINDS)})")
+    return BenchItems(spec, rows, load=report)
 
 
 def score_table(items: BenchItems, rewards: np.ndarray) -> list[dict[str, Any]]:
@@ -152,8 +159,13 @@ class LoadedBenchmarks:
     items: list[BenchItems]
 
 
-def load_benchmarks(specs: list[BenchSpec]) -> LoadedBenchmarks:
-    """Read and validate every benchmark before any model is loaded (a bad record fails in seconds)."""
+def load_benchmarks(specs: list[BenchSpec], on_error: str | None = None) -> LoadedBenchmarks:
+    """Read and validate every benchmark before any model is loaded (a bad record fails in seconds).
+
+    ``on_error`` (``"error"`` / ``"skip"``), when given, replaces every spec's own ``on_error``.
+    """
+    if on_error is not None:
+        specs = [dataclasses.replace(spec, on_error=on_error) for spec in specs]
     table = SequenceTable()
     return LoadedBenchmarks(table, [load_bench(spec, table) for spec in specs])
 
@@ -258,10 +270,14 @@ def score_sequences(model: Any, sequences: list[list[int]], batch_size: int, bf1
 
 
 def evaluate_model(model: Any, specs: list[BenchSpec], batch_size: int = 16, bf16: bool = False,
-                   show_progress: bool = True, modes: list[str] | None = None, pack: bool | None = None
-                   ) -> dict[str, Any]:
-    """Score every benchmark with every available mode; returns a JSON-ready report dict."""
-    return evaluate_loaded(model, load_benchmarks(specs), batch_size, bf16, show_progress, modes, pack)
+                   show_progress: bool = True, modes: list[str] | None = None, pack: bool | None = None,
+                   on_error: str | None = None) -> dict[str, Any]:
+    """Score every benchmark with every available mode; returns a JSON-ready report dict.
+
+    ``on_error``: see :func:`load_benchmarks`.
+    """
+    loaded = load_benchmarks(specs, on_error)
+    return evaluate_loaded(model, loaded, batch_size, bf16, show_progress, modes, pack)
 
 
 def evaluate_loaded(model: Any, loaded: LoadedBenchmarks, batch_size: int = 16, bf16: bool = False,
@@ -335,7 +351,11 @@ def benchmark_entry(items: BenchItems, arrays: ScoredArrays) -> dict[str, Any]:
     kind = items.spec.kind
     entry: dict[str, Any] = {"kind": kind, "path": items.spec.path, "items": len(items.rows),
                              "limit": items.spec.limit, "sample": items.spec.sample, "seed": items.spec.seed,
-                             "modes": {}}
+                             "on_error": items.spec.on_error, "modes": {}}
+    if items.load is not None:
+        # a blank response is scored as published; a broken row (under on_error skip) is not
+        entry.update({"records_read": items.load.read, "skipped": dict(items.load.skipped),
+                      "blank_responses": items.load.blank_responses, "load_notes": list(items.load.notes)})
     used = sorted({i for row in items.rows for i in _indices(row)})
     entry["hidden_state_norm_mean"], entry["hidden_state_norm_variance"] = hidden_state_norms(arrays.pooled[used])
     entry["effective_rank"] = effective_rank(arrays.pooled[used])
@@ -451,20 +471,21 @@ def load_scorer_for(run: str | Path, hf: bool | None = None, max_length: int | N
 def evaluate_run(run: str | Path, specs: list[BenchSpec], out_dir: Path, batch_size: int = 16, bf16: bool = False,
                  show_progress: bool = True, *, hf: bool | None = None, max_length: int | None = None,
                  theory: bool = False, theory_sample: int = 200, theory_seed: int = 0,
-                 theory_ridge: float = 1e-3, modes: list[str] | None = None, pack: bool | None = None
-                 ) -> EvalReport:
+                 theory_ridge: float = 1e-3, modes: list[str] | None = None, pack: bool | None = None,
+                 on_error: str | None = None) -> EvalReport:
     """Evaluate a model on benchmarks (and, with ``theory``, check Theorem 1 on its training data);
     write report.json, report.md and plots into ``out_dir``.
 
     All data (benchmarks, and the run's D_S / D_M for ``theory``) is read and validated before the
-    model is loaded.
+    model is loaded. ``on_error`` (``"error"`` / ``"skip"``), when given, replaces every
+    benchmark's ``BenchSpec.on_error``; skipped rows are counted per reason in the report.
     """
     from smorm.eval.report import write_reports
     from smorm.eval.theory import load_theory_data, run_theorem1
 
     if not specs and not theory:
         raise ValueError("nothing to do: give at least one benchmark (--bench KIND:PATH) or --theory")
-    loaded = load_benchmarks(specs)
+    loaded = load_benchmarks(specs, on_error)
     theory_data = load_theory_data(run, theory_sample, theory_seed) if theory else None
     model, source = load_scorer_for(run, hf=hf, max_length=max_length)
     report = evaluate_loaded(model, loaded, batch_size, bf16, show_progress, modes, pack)

@@ -22,8 +22,19 @@ class DataSource(Strict):
     format: str = Field("auto", description="data adapter name (see `smorm ls`), or auto")
     name: str | None = Field(None, description="source name (default: from the path)")
     limit: int | None = Field(None, ge=1, description="use the first N valid records")
+    sample: int | None = Field(
+        None, ge=1, description="use a seeded random N valid records, chosen by content (not file order); "
+        "fewer valid records keep them all; not with limit",
+    )
+    seed: int = Field(0, description="seed of sample")
     options: dict[str, Any] = Field(default_factory=dict, description="adapter options (scales, renames, views)")
     on_error: Literal["error", "skip"] | None = Field(None, description="per-source override of data.on_error")
+
+    @model_validator(mode="after")
+    def _limit_or_sample(self) -> DataSource:
+        if self.limit is not None and self.sample is not None:
+            raise ValueError(f"{self.path}: give limit (the first N) or sample (a seeded random N), not both")
+        return self
 
 
 class HeadConfig(Strict):
@@ -99,9 +110,15 @@ class BenchConfig(Strict):
     kind: str = Field(description="benchmark name: reward-bench | rm-bench | pairs | ranked")
     path: str
     limit: int | None = Field(None, ge=1, description="use the first N items")
-    sample: int | None = Field(None, ge=1, description="use a seeded random N items (all subsets represented)")
+    sample: int | None = Field(
+        None, ge=1, description="use a seeded random N items, chosen by content (with limit: of the first N)"
+    )
     seed: int = 0
     name: str | None = None
+    on_error: Literal["error", "skip"] = Field(
+        "error", description="a structurally broken item: stop with file:line, or skip it and count it in the "
+        "report (a blank response is not broken: it is scored and counted)",
+    )
 
 
 class EvalConfig(Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from smorm.data.errors import DataError
 from smorm.train.config import DataSource, RunConfig
 from smorm.types import PreferencePair, RatedResponse
 
@@ -57,7 +58,8 @@ def _spec(source: DataSource) -> Any:
     from smorm.data import DataSpec
 
     return DataSpec(path=source.path, format=source.format, name=source.name, limit=source.limit,
-                    options=dict(source.options), on_error=source.on_error)
+                    sample=source.sample, seed=source.seed, options=dict(source.options),
+                    on_error=source.on_error)
 
 
 def _report_dict(report: Any) -> dict[str, Any]:
@@ -67,7 +69,12 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def load_training_data(config: RunConfig) -> LoadedData:
-    """Read and validate every source of ``config.data`` (no model needed)."""
+    """Read and validate every source of ``config.data`` (no model needed).
+
+    Raises:
+        DataError: a bad record (under ``on_error: error``), or a loss left with no data to read
+            once bad records are skipped (see :func:`require_data_for_losses`).
+    """
     from smorm.data import load_pairs, load_ratings
 
     pairs: list[PreferencePair] = []
@@ -96,7 +103,37 @@ def load_training_data(config: RunConfig) -> LoadedData:
         unknown = sorted(set(found) - set(attributes))
         if unknown:
             reports.append({"kind": "note", "notes": [f"attributes not in data.attributes are ignored: {unknown}"]})
-    return LoadedData(pairs, ratings, attributes, scales, reports)
+    loaded = LoadedData(pairs, ratings, attributes, scales, reports)
+    require_data_for_losses(config, loaded)
+    return loaded
+
+
+def require_data_for_losses(config: RunConfig, loaded: LoadedData) -> None:
+    """A pair loss with no pairs left, or a rating loss with no rated responses, is a config error.
+
+    The config check (:class:`RunConfig`) sees that sources are named; only reading them shows
+    whether any record survives, e.g. when ``on_error: skip`` skipped them all. Failing here, before
+    the backbone loads, names the losses, the sources and why their records were skipped.
+    """
+    from smorm.losses import get_loss
+
+    for need, records, what in (("pairs", loaded.pairs, "preference pairs"),
+                                ("ratings", loaded.ratings, "rated responses")):
+        losses = [loss.name for loss in config.losses if need in get_loss(loss.name).needs]
+        if records or not losses:
+            continue
+        sources = "; ".join(_source_summary(r) for r in loaded.reports if r.get("kind") == need)
+        raise DataError(
+            f"loss {', '.join(repr(name) for name in losses)} needs {what}, but no record of data.{need} is "
+            f"left after reading: {sources or 'no sources'}",
+            kind=f"no {need}",
+        )
+
+
+def _source_summary(report: dict[str, Any]) -> str:
+    skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted((report.get("skipped") or {}).items()))
+    return (f"{report.get('source', '')} ({report.get('path', '')}): {report.get('read', 0)} read, "
+            f"{report.get('kept', 0)} kept, skipped " + (skipped or "none"))
 
 
 def tokenize(data: LoadedData, tokenizer: Any, max_length: int, show_progress: bool = True) -> TokenizedData:

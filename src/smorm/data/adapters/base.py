@@ -36,6 +36,8 @@ class Context:
         text_table: values came from a CSV file, so numbers are written as strings.
         counts: adapter-level facts for the report's notes (e.g. merged turns).
         state: per-load scratch space (e.g. fields seen so far).
+        allow_blank_responses: a blank response is kept (benchmarks), not an error (training data);
+            adapters pass it to :func:`~smorm.data.messages.require_response`.
     """
 
     source: str
@@ -44,6 +46,7 @@ class Context:
     text_table: bool = False
     counts: Counter[str] = field(default_factory=Counter)
     state: dict[str, Any] = field(default_factory=dict)
+    allow_blank_responses: bool = False
 
     def option(self, name: str, default: Any, choices: tuple[Any, ...] | None = None) -> Any:
         value = self.options.get(name, default)

@@ -10,7 +10,7 @@ from typing import Any
 
 from smorm.data.adapters.base import Adapter, Context, has, register
 from smorm.data.errors import DataError, FieldError
-from smorm.data.messages import describe, get_field, messages, require_text, user
+from smorm.data.messages import describe, get_field, messages, require_response, require_text, user
 from smorm.data.spec import PromptRecord
 from smorm.types import RMBenchItem
 
@@ -42,7 +42,7 @@ def rm_bench_domain(record: dict[str, Any], ctx: Context) -> str:
     )
 
 
-def _three(record: dict[str, Any], name: str) -> list[str]:
+def _three(record: dict[str, Any], name: str, ctx: Context) -> list[str]:
     value = get_field(record, name)
     if not isinstance(value, list) or len(value) != 3:
         raise FieldError(
@@ -50,7 +50,7 @@ def _three(record: dict[str, Any], name: str) -> list[str]:
             f"expected a list of 3 responses (concise, detailed plain, detailed markdown), got {describe(value)}",
             kind="bad responses",
         )
-    return [require_text(text, f"{name}[{i}]") for i, text in enumerate(value)]
+    return [require_response(text, f"{name}[{i}]", ctx.allow_blank_responses) for i, text in enumerate(value)]
 
 
 def rm_bench_items(record: dict[str, Any], ctx: Context) -> list[RMBenchItem]:
@@ -59,8 +59,8 @@ def rm_bench_items(record: dict[str, Any], ctx: Context) -> list[RMBenchItem]:
     return [
         RMBenchItem(
             prompt,
-            _three(record, "chosen"),
-            _three(record, "rejected"),
+            _three(record, "chosen", ctx),
+            _three(record, "rejected", ctx),
             domain=rm_bench_domain(record, ctx),
             meta=meta,
         )

@@ -35,14 +35,15 @@ def conversation_pair(
     prompt_field: str = "prompt",
     chosen_field: str = "chosen",
     rejected_field: str = "rejected",
+    allow_blank: bool = False,
 ) -> tuple[list[Message], str, str]:
     """(prompt messages, chosen text, rejected text) from text or conversation fields.
 
     With conversations and no prompt field (TRL's "implicit prompt" layout) the prompt is the turns
     before the last one, which must be the same in both conversations.
     """
-    chosen, chosen_context = response_text(get_field(record, chosen_field), chosen_field)
-    rejected, rejected_context = response_text(get_field(record, rejected_field), rejected_field)
+    chosen, chosen_context = response_text(get_field(record, chosen_field), chosen_field, allow_blank)
+    rejected, rejected_context = response_text(get_field(record, rejected_field), rejected_field, allow_blank)
     if prompt_field not in record or record[prompt_field] is None:
         if not chosen_context:
             raise FieldError(
@@ -74,7 +75,7 @@ def optional_text(record: dict[str, Any], name: str) -> str | None:
 
 
 def pairs_record(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
-    prompt, chosen, rejected = conversation_pair(record)
+    prompt, chosen, rejected = conversation_pair(record, allow_blank=ctx.allow_blank_responses)
     pair = PreferencePair(
         prompt=prompt,
         chosen=chosen,
@@ -138,7 +139,7 @@ def listed_ratings(record: dict[str, Any], ctx: Context, attributes: list[str]) 
 
 
 def ratings_record(record: dict[str, Any], ctx: Context) -> list[RatedResponse]:
-    response, context = response_text(get_field(record, "response"), "response")
+    response, context = response_text(get_field(record, "response"), "response", ctx.allow_blank_responses)
     if "prompt" in record and record["prompt"] is not None:
         prompt = messages(record["prompt"], "prompt")
     elif context:
@@ -162,7 +163,8 @@ def ranked_record(record: dict[str, Any], ctx: Context) -> list[RankedResponses]
     raw = get_field(record, "responses")
     if not isinstance(raw, list) or not raw:
         raise FieldError("responses", f"expected a non-empty list, got {describe(raw)}", kind="not a list")
-    responses = [response_text(item, f"responses[{i}]")[0] for i, item in enumerate(raw)]
+    blank_ok = ctx.allow_blank_responses
+    responses = [response_text(item, f"responses[{i}]", blank_ok)[0] for i, item in enumerate(raw)]
     scores = None
     if record.get("scores") is not None:
         raw_scores = record["scores"]

@@ -20,6 +20,7 @@ from smorm.data.messages import (
     messages,
     parse_hh_transcript,
     require_number,
+    require_response,
     require_text,
     split_hh_pair,
     user,
@@ -46,14 +47,16 @@ def hh_pairs(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
     prompt = merge_same_role(turns)
     if len(prompt) < len(turns):
         ctx.counts["prompts with consecutive same-role turns merged"] += 1
-    return [PreferencePair(prompt, require_text(chosen, "chosen"), require_text(rejected, "rejected"))]
+    chosen = require_response(chosen, "chosen", ctx.allow_blank_responses)
+    rejected = require_response(rejected, "rejected", ctx.allow_blank_responses)
+    return [PreferencePair(prompt, chosen, rejected)]
 
 
 def full_hh_pairs(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
     """Dahoas/full-hh-rlhf: a prompt transcript ending in ``Assistant:`` and two reply strings."""
     prompt = parse_hh_transcript(require_text(get_field(record, "prompt"), "prompt"), "prompt")
-    chosen = require_text(get_field(record, "chosen"), "chosen").strip()
-    rejected = require_text(get_field(record, "rejected"), "rejected").strip()
+    chosen = require_response(get_field(record, "chosen"), "chosen", ctx.allow_blank_responses).strip()
+    rejected = require_response(get_field(record, "rejected"), "rejected", ctx.allow_blank_responses).strip()
     return [PreferencePair(prompt, chosen, rejected)]
 
 
@@ -79,7 +82,7 @@ def _score_pair(
 def _ultrafeedback_pairs(
     record: dict[str, Any], ctx: Context, names: list[tuple[str, str]]
 ) -> list[PreferencePair]:
-    prompt, chosen, rejected = conversation_pair(record)
+    prompt, chosen, rejected = conversation_pair(record, allow_blank=ctx.allow_blank_responses)
     score_chosen, score_rejected, _ = _score_pair(record, names)
     margin = None if score_chosen is None or score_rejected is None else score_chosen - score_rejected
     if margin == 0 and ctx.option("drop_ties", False, (True, False)):
@@ -91,7 +94,7 @@ def _ultrafeedback_pairs(
 def _ultrafeedback_ratings(
     record: dict[str, Any], ctx: Context, names: list[tuple[str, str]]
 ) -> list[RatedResponse]:
-    prompt, chosen, rejected = conversation_pair(record)
+    prompt, chosen, rejected = conversation_pair(record, allow_blank=ctx.allow_blank_responses)
     score_chosen, score_rejected, _ = _score_pair(record, names)
     if score_chosen is None or score_rejected is None:
         raise FieldError(
@@ -161,8 +164,8 @@ def arena_pairs(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
         prompt.append(user(require_text(user_turns[i], f"prompt[{i}]", allow_empty=True)))
         prompt.append({"role": "assistant", "content": require_text(answers[winner][i], f"{winner}[{i}]")})
     prompt.append(user(require_text(user_turns[last], f"prompt[{last}]")))
-    chosen = require_text(answers[winner][last], f"{winner}[{last}]")
-    rejected = require_text(answers[loser][last], f"{loser}[{last}]")
+    chosen = require_response(answers[winner][last], f"{winner}[{last}]", ctx.allow_blank_responses)
+    rejected = require_response(answers[loser][last], f"{loser}[{last}]", ctx.allow_blank_responses)
     model = {"response_a": record.get("model_a"), "response_b": record.get("model_b")}
     meta = {
         "id": record.get("id"),
@@ -188,7 +191,9 @@ def pku_pairs(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
     view = ctx.option("view", "better", ("better", "safer"))
     best = _response_index(record, f"{view}_response_id")
     prompt = messages(get_field(record, "prompt"), "prompt")
-    responses = [require_text(get_field(record, f"response_{i}"), f"response_{i}") for i in (0, 1)]
+    responses = [
+        require_response(get_field(record, f"response_{i}"), f"response_{i}", ctx.allow_blank_responses) for i in (0, 1)
+    ]
     meta = {
         "view": view,
         "chosen_safe": record.get(f"is_response_{best}_safe"),
@@ -203,7 +208,8 @@ def pku_ratings(record: dict[str, Any], ctx: Context) -> list[RatedResponse]:
     prompt = messages(get_field(record, "prompt"), "prompt")
     rated = []
     for i in (0, 1):
-        response = require_text(get_field(record, f"response_{i}"), f"response_{i}")
+        field = f"response_{i}"
+        response = require_response(get_field(record, field), field, ctx.allow_blank_responses)
         safe = get_field(record, f"is_response_{i}_safe")
         if not isinstance(safe, bool):
             raise FieldError(
@@ -228,7 +234,7 @@ def pku_ratings(record: dict[str, Any], ctx: Context) -> list[RatedResponse]:
 # --- Stack Exchange ----------------------------------------------------------------------------
 
 
-def _answers(record: dict[str, Any]) -> tuple[list[Message], list[str], list[float], int | None]:
+def _answers(record: dict[str, Any], ctx: Context) -> tuple[list[Message], list[str], list[float], int | None]:
     prompt = [user(require_text(get_field(record, "question"), "question"))]
     raw = get_field(record, "answers")
     if not isinstance(raw, list):
@@ -239,7 +245,7 @@ def _answers(record: dict[str, Any]) -> tuple[list[Message], list[str], list[flo
             raise FieldError(
                 f"answers[{i}]", f"expected an object, got {describe(answer)}", kind="bad answer"
             )
-        texts.append(require_text(answer.get("text"), f"answers[{i}].text"))
+        texts.append(require_response(answer.get("text"), f"answers[{i}].text", ctx.allow_blank_responses))
         scores.append(require_number(answer.get("pm_score"), f"answers[{i}].pm_score"))
         if answer.get("selected") is True and accepted is None:
             accepted = i
@@ -248,7 +254,7 @@ def _answers(record: dict[str, Any]) -> tuple[list[Message], list[str], list[flo
 
 def stack_exchange_ranked(record: dict[str, Any], ctx: Context) -> list[RankedResponses]:
     """All answers with their ``pm_score`` (HuggingFaceH4's log-scaled vote score) as scores."""
-    prompt, texts, scores, accepted = _answers(record)
+    prompt, texts, scores, accepted = _answers(record, ctx)
     if not texts:
         raise DropRecord("no answers")
     return [
@@ -261,7 +267,7 @@ def stack_exchange_pairs(record: dict[str, Any], ctx: Context) -> list[Preferenc
     on equal scores); ``pairs: all``: every two answers with different scores. Questions whose
     answers all score the same are dropped. The margin is the ``pm_score`` difference."""
     mode = ctx.option("pairs", "extremes", ("extremes", "all"))
-    prompt, texts, scores, _ = _answers(record)
+    prompt, texts, scores, _ = _answers(record, ctx)
     if len(texts) < 2:
         raise DropRecord("fewer than two answers")
     if max(scores) == min(scores):
@@ -283,8 +289,8 @@ def rmb_pairs(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
     """RMB Pairwise_set: ``conversation_input`` messages, ``chosen``/``reject`` ``{llm_name, answer}``;
     the subset is ``category_path`` (e.g. ``Pairwise_set/Harmlessness/S1``)."""
     prompt = messages(get_field(record, "conversation_input"), "conversation_input")
-    chosen = require_text(get_field(record, "chosen.answer"), "chosen.answer")
-    rejected = require_text(get_field(record, "reject.answer"), "reject.answer")
+    chosen = require_response(get_field(record, "chosen.answer"), "chosen.answer", ctx.allow_blank_responses)
+    rejected = require_response(get_field(record, "reject.answer"), "reject.answer", ctx.allow_blank_responses)
     meta = {
         "pair_uid": record.get("pair_uid"),
         "chosen_model": (record.get("chosen") or {}).get("llm_name"),
@@ -297,8 +303,8 @@ def rmb_pairs(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
 
 def reward_bench_pairs(record: dict[str, Any], ctx: Context) -> list[PreferencePair]:
     prompt = messages(get_field(record, "prompt"), "prompt")
-    chosen = require_text(get_field(record, "chosen"), "chosen")
-    rejected = require_text(get_field(record, "rejected"), "rejected")
+    chosen = require_response(get_field(record, "chosen"), "chosen", ctx.allow_blank_responses)
+    rejected = require_response(get_field(record, "rejected"), "rejected", ctx.allow_blank_responses)
     subset = require_text(get_field(record, "subset"), "subset")
     meta = {k: record.get(k) for k in ("id", "chosen_model", "rejected_model") if k in record}
     return [PreferencePair(prompt, chosen, rejected, subset=subset, meta=meta)]

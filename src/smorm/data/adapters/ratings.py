@@ -17,6 +17,7 @@ from smorm.data.messages import (
     parse_dialogue,
     parse_helpsteer2_prompt,
     require_number,
+    require_response,
     require_text,
     to_number,
     user,
@@ -34,7 +35,7 @@ def helpsteer_ratings(record: dict[str, Any], ctx: Context) -> list[RatedRespons
     """
     prompt_text = require_text(get_field(record, "prompt"), "prompt")
     prompt = parse_helpsteer2_prompt(prompt_text) if "<extra_id_1>" in prompt_text else [user(prompt_text)]
-    response = require_text(get_field(record, "response"), "response")
+    response = require_response(get_field(record, "response"), "response", ctx.allow_blank_responses)
     ratings = {}
     for name in HELPSTEER_ATTRIBUTES:
         value = to_number(record.get(name), name, ctx.text_table)
@@ -71,7 +72,7 @@ def prometheus_ratings(record: dict[str, Any], ctx: Context) -> list[RatedRespon
         prompt = parse_dialogue(question[len(PROMETHEUS_DIALOGUE) :])
     else:
         prompt = [user(require_text(question, "instruction (question)"))]
-    response = require_text(match["response"].strip(), "instruction (response)")
+    response = require_response(match["response"].strip(), "instruction (response)", ctx.allow_blank_responses)
     scores = get_field(record, "gpt4_score")
     if not isinstance(scores, list) or not scores:
         raise FieldError(
@@ -103,7 +104,7 @@ def autoj_ratings(record: dict[str, Any], ctx: Context) -> list[RatedResponse]:
     if match is None:
         raise FieldError("usrmsg", "no '[Query]: … [Response]: … [END DATA]' block", kind="unparsed prompt")
     query = require_text(match["query"].strip(), "usrmsg (query)")
-    response = require_text(match["response"].strip(), "usrmsg (response)")
+    response = require_response(match["response"].strip(), "usrmsg (response)", ctx.allow_blank_responses)
     score = require_number(get_field(record, "pred_score"), "pred_score", ctx.text_table)
     meta = {k: record[k] for k in ("scenario", "source_dataset", "target_output") if k in record}
     return [RatedResponse([user(query)], response, {"overall": score}, meta=meta)]
