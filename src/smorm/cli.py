@@ -13,6 +13,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and serve reward models (SMORM and the methods it is compared with).")
 
 
+@app.callback()
+def configure(
+    log_level: Annotated[str, typer.Option(
+        envvar="SMORM_LOG_LEVEL",
+        help="smorm's messages on stderr: debug, info, warning or error (serve's --log-level is uvicorn's)")] = "info",
+) -> None:
+    """Runs before every command: the CLI, not the library, decides where log messages go."""
+    from smorm.logs import setup_logging
+
+    try:
+        setup_logging(log_level)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--log-level") from None
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)

@@ -8,10 +8,10 @@ step go through ONE forward pass. Runs under ``accelerate`` (one CPU, N GPUs, De
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,8 @@ from smorm.train.config import RunConfig
 from smorm.train.losses_glue import compute_losses
 from smorm.train.prepare import TokenizedData, load_training_data, tokenize
 from smorm.types import RewardOutput
+
+logger = logging.getLogger(__name__)
 
 KILL_AFTER_STEP_ENV = "SMORM_KILL_AFTER_STEP"  # fault injection for the resume test: SIGKILL self
 
@@ -329,7 +331,7 @@ class Trainer:
         self.scheduler.load_state_dict(parts["scheduler"])
         torch.set_rng_state(parts["rng"]["torch"])
         if self.is_main:
-            print(f"resuming from {latest} (step {meta['step']} of {self.plan.total_steps})", file=sys.stderr)
+            logger.info("resuming from %s (step %s of %s)", latest, meta["step"], self.plan.total_steps)
         return int(meta["step"])
 
     # ------------------------------------------------------------------ finish
