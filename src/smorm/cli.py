@@ -24,6 +24,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and serve reward models (SMORM and the methods it is compared with).")
 
 
+@app.callback()
+def configure(
+    log_level: Annotated[str, typer.Option(
+        envvar="SMORM_LOG_LEVEL",
+        help="smorm's messages on stderr: debug, info, warning or error (serve's --log-level is uvicorn's)")] = "info",
+) -> None:
+    """Runs before every command: the CLI, not the library, decides where log messages go."""
+    from smorm.logs import setup_logging
+
+    try:
+        setup_logging(log_level)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--log-level") from None
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -52,7 +67,12 @@ def train(
         run_config = load_config(config, overrides or [])
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         _fail(str(error))
-    result = run_training(run_config, show_progress=not quiet)
+    from smorm.data.errors import DataError  # the data package loads torch: not at CLI start
+
+    try:
+        result = run_training(run_config, show_progress=not quiet)
+    except DataError as error:  # found before any model loads; shown as the validate command shows it
+        _fail(str(error))
     if result.summary:
         typer.echo(f"model saved to {result.model_dir}  (steps {result.steps}, "
                    f"final loss {result.final_metrics.get('loss', float('nan')):.4f})")
@@ -216,7 +236,7 @@ def eval_command(settings: EvalSettings, quiet: bool = False) -> None:
                           show_progress=not quiet, hf=settings.hf, max_length=settings.max_length,
                           theory=settings.theory, theory_sample=settings.theory_sample,
                           theory_seed=settings.theory_seed, theory_ridge=settings.theory_ridge,
-                          modes=list(settings.modes) or None)
+                          modes=list(settings.modes) or None, on_error=settings.on_error)
     typer.echo(report.table)
     typer.echo(f"report: {report.markdown_path}")
 

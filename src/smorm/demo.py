@@ -1,13 +1,18 @@
 """`smorm demo` / `make demo`: train SMORM on the shared data with the embedded backbone, evaluate
-heads F, L and M on the development benchmarks, and write a Markdown report."""
+heads F, L and M on the development benchmarks, and write a Markdown report.
+
+Progress goes to the ``smorm`` logger; the final table is the demo's output and goes to stdout."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from smorm.train.config import RunConfig, load_config
+
+logger = logging.getLogger(__name__)
 
 
 def describe_setup(config: RunConfig, summary: dict, seconds: dict[str, float]) -> str:
@@ -42,6 +47,8 @@ def describe_setup(config: RunConfig, summary: dict, seconds: dict[str, float]) 
 
 
 def run_demo(config_path: Path, overrides: list[str]) -> None:
+    from rich.console import Console
+
     from smorm.eval.report import write_reports
     from smorm.eval.runner import BenchSpec, evaluate_model
     from smorm.models.reward_model import RewardModel
@@ -49,8 +56,8 @@ def run_demo(config_path: Path, overrides: list[str]) -> None:
 
     started = time.time()
     config = load_config(config_path, overrides)
-    print(f"smorm demo: {config.method} on {config.model.backbone}, trunk {config.train.trunk}; "
-          f"run folder {config.output_dir}")
+    logger.info("smorm demo: %s on %s, trunk %s; run folder %s", config.method, config.model.backbone,
+                config.train.trunk, config.output_dir)
     result = train(config)
     trained = time.time()
     model = RewardModel.from_pretrained(result.model_dir)
@@ -63,8 +70,9 @@ def run_demo(config_path: Path, overrides: list[str]) -> None:
     report["train_summary"] = {k: v for k, v in result.summary.items() if k != "config"}
     preamble = describe_setup(config, result.summary, seconds)
     written = write_reports(report, Path(config.output_dir), preamble=preamble)
-    print()
-    print(written.table)
-    print()
-    print(f"total wall time {time.time() - started:.0f}s")
-    print(f"report: {written.markdown_path}")
+    # The table is what the command is for, so it is output (stdout), not a log message; rich writes
+    # it verbatim: no markup, no highlighting, no wrapping of wide tables.
+    console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
+    console.print(f"\n{written.table}\n")
+    console.print(f"total wall time {time.time() - started:.0f}s")
+    console.print(f"report: {written.markdown_path}")

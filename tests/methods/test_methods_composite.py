@@ -200,8 +200,9 @@ def test_ensemble_command_trains_one_member_per_seed(tiny_llama_dir, tmp_path):
     expected = [min(a, b) for a, b in zip(own_rewards(members[0], "F"), own_rewards(members[1], "F"))]
     assert load_scorer(tmp_path / "ens-ensemble").score(PROMPTS, RESPONSES).reward == pytest.approx(expected, abs=1e-5)
     # run again: finished members are not trained again
-    again = runner.invoke(app, args)  # not quiet: it says what it skips
-    assert again.exit_code == 0 and again.output.count("already trained") == 2
+    again = runner.invoke(app, args)  # it says what it skips, as log messages on stderr
+    assert again.exit_code == 0 and again.stderr.count("already trained") == 2
+    assert "already trained" not in again.stdout
     bad = runner.invoke(app, ["ensemble", str(tmp_path / "sorm.yaml"), "--seeds", "0", "--quiet"])
     assert bad.exit_code == 2 and "at least 2 seeds" in bad.output
 

@@ -29,6 +29,10 @@ class EvalSettings(Strict):
     hf: bool | None = Field(None, description="RUN is a Hugging Face AutoModelForSequenceClassification (mode F) "
                             "/ a smorm model (default: detected)", json_schema_extra={"flag": "--hf/--smorm"})
     max_length: int | None = Field(None, ge=8, description="token budget per sequence (default: the model's)")
+    on_error: Literal["error", "skip"] | None = Field(
+        None, description="structurally broken benchmark rows (missing fields, wrong types): error stops at "
+        "file:line, skip counts them in the report (default: each benchmark's own on_error, else error); a "
+        "blank response is never an error in a benchmark, it is scored and counted")
     theory: bool = Field(False, description="check Theorem 1 (000 App. C.2) on the run's own D_S and D_M "
                          "(read from RUN/config.json)")
     theory_sample: int = Field(200, ge=2, description="pairs and rated responses sampled for --theory")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,6 +22,8 @@ from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired
 from smorm.rlhf.generate import PoolEntry, generate_pool
 from smorm.rlhf.scorers import PoolScores, ScorerRef, model_folder, parse_scorer, pool_scores
 from smorm.rlhf.settings import BoNSettings
+
+logger = logging.getLogger(__name__)
 
 
 def load_prompt_set(settings: BoNSettings) -> tuple[list[Any], dict[str, Any]]:
@@ -79,7 +82,7 @@ def compute_curves(
     return curves, followed
 
 
-def run_bon(settings: BoNSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Run the whole Best-of-N experiment; returns (and writes) ``summary.json``."""
     from smorm.rlhf.plots import attribute_rows, bon_rows, plot_attributes, plot_bon, write_csv
     from smorm.train.checkpoint import atomic_write_text

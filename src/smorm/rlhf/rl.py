@@ -14,6 +14,7 @@ use no KL penalty (000 Table 10: KL regularisation 0.0), which is the default he
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from smorm.integrations.trl import SmormRewardFunction, to_prompt_response
 from smorm.rlhf.scorers import model_folder, parse_scorer
 from smorm.rlhf.settings import RLSettings
 from smorm.types import Message
+
+logger = logging.getLogger(__name__)
 
 
 def score_texts(scorer: Any, mode: str | None, prompts: Sequence[list[Message]], responses: Sequence[str],
@@ -70,7 +73,7 @@ def append_samples(path: Path, step: int, prompts: Sequence[Any], texts: Sequenc
 
 
 def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: int, out_dir: Path,
-                 title: str = "", log: Callable[[str], None] = print) -> Any:
+                 title: str = "", log: Callable[[str], None] = logger.info) -> Any:
     """A TRL ``TrainerCallback`` that scores the proxy's last batch with the gold every ``every`` steps.
 
     Each row's ``step`` is the number of updates the sampling policy had received (0 = initial).
@@ -124,7 +127,7 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
 
 def eval_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, tokenizer: Any,
                  prompts: Sequence[list[Message]], every: int, max_new_tokens: int, temperature: float,
-                 seed: int, out_dir: Path, title: str = "", log: Callable[[str], None] = print) -> Any:
+                 seed: int, out_dir: Path, title: str = "", log: Callable[[str], None] = logger.info) -> Any:
     """A TRL ``TrainerCallback`` that samples the current policy on FIXED held-out prompts and scores
     the completions with proxy and gold, before training (step 0) and after every ``every`` updates.
 
@@ -229,7 +232,7 @@ def rloo_config(settings: RLSettings) -> Any:
     )
 
 
-def run_rl(settings: RLSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Train the policy with RLOO on the proxy, tracking the gold; returns (and writes) the summary."""
     from datasets import Dataset
     from transformers import AutoTokenizer

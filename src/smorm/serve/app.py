@@ -18,7 +18,6 @@ import asyncio
 import hmac
 import json
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -253,5 +252,5 @@ def run_server(model_dir: str, settings: ServeSettings, log_level: str = "info")
     app = create_app(model, settings)
     warning = warn_if_exposed(settings)
     if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+        logger.warning(warning)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from smorm.settings import Strict, apply_overrides, load_mapping, validate_settings
+from smorm.train.tracking import check_tracker_packages
 
 
 class DataSource(Strict):
@@ -101,9 +102,24 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: off)")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(1, ge=1)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="also send the metrics of metrics.jsonl to these trackers (through accelerate), a name or a "
+        "list: tensorboard (events in <output_dir>/tensorboard/smorm), wandb, mlflow (both set up by their own "
+        "environment variables); none or [] for none; each needs its package installed",
+    )
     cache_dir: str | None = Field(None, description="feature cache folder (default: <output_dir>/cache)")
     cache_batch_size: int = Field(16, ge=1)
     shared_prompt: bool = Field(False, description="encode each pair's prompt once (causal backbones; 4D mask)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_list(cls, value: Any) -> Any:
+        """``report_to: wandb`` reads as ``[wandb]``, ``none`` or empty as ``[]``; a repeated name counts once."""
+        names = [] if value is None else [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            return value  # pydantic reports the type
+        return list(dict.fromkeys(name for name in names if name != "none"))
 
 
 class BenchConfig(Strict):
@@ -194,7 +210,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         base = Path(path).resolve().parent
     apply_overrides(raw, overrides)
     _resolve_paths(raw, base)
-    return validate_settings(RunConfig, raw, where=str(path or "config"))
+    config = validate_settings(RunConfig, raw, where=str(path or "config"))
+    # Here, not in a validator: a saved run config must still load where its trackers are not installed.
+    check_tracker_packages(config.train.report_to)
+    return config
 
 
 def _resolve(path: str, base: Path) -> str:

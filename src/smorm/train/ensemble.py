@@ -10,10 +10,13 @@ re-running the command completes an ensemble.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from smorm.train.config import RunConfig, load_config
+
+logger = logging.getLogger(__name__)
 
 
 def member_configs(config_path: str | Path, seeds: Sequence[int], overrides: Sequence[str] = (),
@@ -61,8 +64,7 @@ def train_ensemble(config_path: str | Path, seeds: Sequence[int], overrides: Seq
     folder, configs = member_configs(config_path, seeds, overrides, out)
     for seed, config in zip(seeds, configs, strict=True):
         if finished(config):
-            if show_progress:
-                print(f"seed {seed}: already trained in {config.output_dir}")
+            logger.info("seed %s: already trained in %s", seed, config.output_dir)
             continue
         train(config, show_progress=show_progress)
     members = [Path(config.output_dir) / "model" for config in configs]

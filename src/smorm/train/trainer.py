@@ -8,10 +8,10 @@ step go through ONE forward pass. Runs under ``accelerate`` (one CPU, N GPUs, De
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,15 @@ import torch
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
 from smorm.models.trunk import apply_trunk_mode, merge_lora
 from smorm.train import checkpoint as ckpt
+from smorm.train import tracking
 from smorm.train.batches import StepPlan, collate_hidden, pair_widths, step_indices
 from smorm.train.cache import FeatureCache, fingerprint, sequences_fingerprint
 from smorm.train.config import RunConfig
 from smorm.train.losses_glue import compute_losses
 from smorm.train.prepare import TokenizedData, load_training_data, tokenize
 from smorm.types import RewardOutput
+
+logger = logging.getLogger(__name__)
 
 KILL_AFTER_STEP_ENV = "SMORM_KILL_AFTER_STEP"  # fault injection for the resume test: SIGKILL self
 
@@ -71,14 +74,17 @@ class Trainer:
 
         self.config = config
         self.show_progress = show_progress
+        # load_config checks this too; a RunConfig built in code meets it here, still before the model loads
+        tracking.check_tracker_packages(config.train.report_to)
         from accelerate.state import AcceleratorState
 
         # accelerate keeps process-wide state: a Trainer created earlier in this process (TRL, HF)
         # may have left mixed precision on, which would silently autocast our forward. Precision is
         # ours (train.precision), so start from a clean state; the distributed setup is kept.
         AcceleratorState._reset_state()
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
         self.output_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no",
+                                       **tracking.accelerator_kwargs(config.train.report_to, self.output_dir))
         self.is_main = self.accelerator.is_main_process
 
     # ------------------------------------------------------------------ setup
@@ -250,7 +256,8 @@ class Trainer:
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             _truncate_log(log_path, start_step)
-        writer = _tensorboard(self.output_dir) if self.is_main else None
+        tracking.start_trackers(accelerator, config.train.report_to, config.model_dump(mode="json"),
+                                self.output_dir, start_step)
         kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
         from tqdm.auto import tqdm
 
@@ -281,9 +288,7 @@ class Trainer:
             if self.is_main and ((step + 1) % config.train.log_every == 0 or step + 1 == self.plan.total_steps):
                 with open(log_path, "a") as handle:
                     handle.write(json.dumps(metrics) + "\n")
-                if writer is not None:
-                    for key, value in metrics.items():
-                        writer.add_scalar(key, value, step + 1)
+                tracking.log_metrics(accelerator, metrics, step + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{totals.get('loss', float('nan')):.4f}")
             if config.train.checkpoint_every and (step + 1) % config.train.checkpoint_every == 0:
@@ -292,7 +297,9 @@ class Trainer:
                 os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         train_seconds = time.time() - started
-        return self._finish(metrics, train_seconds)
+        result = self._finish(metrics, train_seconds)
+        tracking.finish_trackers(accelerator)
+        return result
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -329,7 +336,7 @@ class Trainer:
         self.scheduler.load_state_dict(parts["scheduler"])
         torch.set_rng_state(parts["rng"]["torch"])
         if self.is_main:
-            print(f"resuming from {latest} (step {meta['step']} of {self.plan.total_steps})", file=sys.stderr)
+            logger.info("resuming from %s (step %s of %s)", latest, meta["step"], self.plan.total_steps)
         return int(meta["step"])
 
     # ------------------------------------------------------------------ finish
@@ -394,11 +401,3 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
     ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def _tensorboard(folder: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(folder / "tensorboard"))
