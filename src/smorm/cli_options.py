@@ -78,7 +78,8 @@ def model_leaves(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str
 
 def leaves_of(model: type[BaseModel], arguments: Sequence[str]) -> list[Leaf]:
     """Every option of ``model`` but the positional ``arguments``; flag names checked to be unique."""
-    leaves, seen = [], {}
+    leaves: list[Leaf] = []
+    seen: dict[str, str] = {}
     for dotted, info in model_leaves(model):
         if dotted in arguments:
             continue

@@ -110,3 +110,25 @@ def test_eval_errors_are_clear_and_early(tiny_run, tiny_model_dir, tmp_path, ben
     result = invoke(tiny_run, "--bench", f"pairs:{bad}", "--out", tmp_path / "never")
     assert result.exit_code == 2 and "bad.jsonl:7" in result.output
     assert not (tmp_path / "never").exists()  # refused before any model work or report
+
+
+def test_eval_without_bench_uses_the_runs_own_eval_benches(tiny_run, bench_files, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "model", run / "model")
+    config = json.loads((tiny_run / "config.json").read_text())
+    config["eval"]["benches"] = [{"kind": "pairs", "path": str(bench_files["pairs"]), "name": "own-pairs"}]
+    (run / "config.json").write_text(json.dumps(config))
+    result = invoke(run, "--quiet", "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert list(report["benchmarks"]) == ["own-pairs"]
+    # Given --bench, the run's own list is not used.
+    result = invoke(run, "--quiet", "--out", tmp_path / "other", "--bench", f"reward-bench:{bench_files['reward-bench']}")
+    assert result.exit_code == 0, result.output
+    assert list(json.loads((tmp_path / "other" / "report.json").read_text())["benchmarks"]) == [
+        "reward-bench:" + bench_files["reward-bench"].name]
+    # A run with no benchmarks of its own and no --bench is an error that says where it looked.
+    config["eval"]["benches"] = []
+    (run / "config.json").write_text(json.dumps(config))
+    result = invoke(run, "--quiet")
+    assert result.exit_code == 2 and "RUN has no eval.benches in" in result.output

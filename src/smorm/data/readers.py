@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import urlparse
 
 from smorm.data.errors import DataError
 
 COMPRESSIONS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
-    ".gz": lambda raw: gzip.GzipFile(fileobj=raw),
+    ".gz": lambda raw: cast(IO[bytes], gzip.GzipFile(fileobj=raw)),
     ".bz2": bz2.BZ2File,
     ".xz": lzma.LZMAFile,
 }

@@ -71,10 +71,13 @@ class LossConfig(Strict):
 
 
 class LoraOptions(Strict):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | str = "all-linear"
+    """peft LoRA on the backbone (trunk: lora); the heads always train in full."""
+
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: int = Field(16, ge=1, description="LoRA scaling alpha (the update is scaled by alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
+    target_modules: list[str] | str = Field("all-linear", description="modules that get adapters (peft's "
+                                            "target_modules: a list of names, or all-linear)")
 
 
 class TrainConfig(Strict):
@@ -93,15 +96,16 @@ class TrainConfig(Strict):
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     lr: float = Field(5e-6, gt=0, description="AdamW learning rate (Table 10: 5e-6)")
     head_lr: float | None = Field(None, gt=0, description="learning rate for heads (default: lr)")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (Table 10: 0)")
     warmup_ratio: float = Field(0.03, ge=0, le=1, description="Table 10: 0.03")
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule after "
+                                                               "warmup (Table 10: cosine)")
     max_grad_norm: float | None = Field(1.0, description="gradient clipping (None: off)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (Table 10 trains in bf16)")
-    seed: int = 42
+    seed: int = Field(42, description="seed of head initialisation, batch order and dropout")
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: off)")
-    keep_checkpoints: int = Field(2, ge=1)
-    log_every: int = Field(1, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
+    log_every: int = Field(1, ge=1, description="write metrics (metrics.jsonl, trackers) every N steps")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
         description="also send the metrics of metrics.jsonl to these trackers (through accelerate), a name or a "
@@ -109,7 +113,8 @@ class TrainConfig(Strict):
         "environment variables); none or [] for none; each needs its package installed",
     )
     cache_dir: str | None = Field(None, description="feature cache folder (default: <output_dir>/cache)")
-    cache_batch_size: int = Field(16, ge=1)
+    cache_batch_size: int = Field(16, ge=1, description="sequences per forward pass when caching the lower "
+                                  "layers (top_k) or features (frozen)")
     shared_prompt: bool = Field(False, description="encode each pair's prompt once (causal backbones; 4D mask)")
 
     @field_validator("report_to", mode="before")
@@ -138,10 +143,12 @@ class BenchConfig(Strict):
 
 
 class EvalConfig(Strict):
-    benches: list[BenchConfig] = Field(default_factory=list)
-    batch_size: int = 16
-    precision: Literal["fp32", "bf16"] = "fp32"
-    modes: list[Literal["F", "L", "M"]] = Field(default_factory=lambda: ["F", "L", "M"])
+    benches: list[BenchConfig] = Field(default_factory=list, description="benchmarks the run is evaluated on "
+                                       "(by the demo, and by smorm eval RUN without --bench)")
+    batch_size: int = Field(16, ge=1, description="sequences per forward pass")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast when scoring")
+    modes: list[Literal["F", "L", "M"]] = Field(default_factory=lambda: ["F", "L", "M"],
+                                               description="inference modes reported")
 
 
 class RunConfig(Strict):
@@ -150,7 +157,9 @@ class RunConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     losses: list[LossConfig] = Field(
-        default_factory=lambda: [LossConfig(name="bt"), LossConfig(name="regression")]
+        default_factory=lambda: [LossConfig(name="bt"), LossConfig(name="regression")],
+        description="the objective: a weighted sum of registered losses, each {name, weight, head, options} "
+        "(default: bt + regression, 000 Eq. 5)",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

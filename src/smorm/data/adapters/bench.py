@@ -55,7 +55,7 @@ def _three(record: dict[str, Any], name: str, ctx: Context) -> list[str]:
 
 def rm_bench_items(record: dict[str, Any], ctx: Context) -> list[RMBenchItem]:
     prompt = messages(get_field(record, "prompt"), "prompt")
-    meta = {k: record[k] for k in ("id", "subset", "error_key", "error") if k in record}
+    meta: dict[str, Any] = {k: record[k] for k in ("id", "subset", "error_key", "error") if k in record}
     return [
         RMBenchItem(
             prompt,

@@ -115,7 +115,8 @@ ARGILLA_SCORES = [
 
 
 def _has_score(record: dict[str, Any], names: list[tuple[str, str]]) -> bool:
-    meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    metadata = record.get("metadata")
+    meta: dict[str, Any] = metadata if isinstance(metadata, dict) else {}
     return any(c in record or c in meta for c, _ in names)
 
 
@@ -306,7 +307,7 @@ def reward_bench_pairs(record: dict[str, Any], ctx: Context) -> list[PreferenceP
     chosen = require_response(get_field(record, "chosen"), "chosen", ctx.allow_blank_responses)
     rejected = require_response(get_field(record, "rejected"), "rejected", ctx.allow_blank_responses)
     subset = require_text(get_field(record, "subset"), "subset")
-    meta = {k: record.get(k) for k in ("id", "chosen_model", "rejected_model") if k in record}
+    meta: dict[str, Any] = {k: record.get(k) for k in ("id", "chosen_model", "rejected_model") if k in record}
     return [PreferencePair(prompt, chosen, rejected, subset=subset, meta=meta)]
 
 

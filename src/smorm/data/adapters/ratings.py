@@ -82,7 +82,7 @@ def prometheus_ratings(record: dict[str, Any], ctx: Context) -> list[RatedRespon
     for i, value in enumerate(values):
         if not 1 <= value <= 5:
             raise FieldError(f"gpt4_score[{i}]", f"{value:g} outside the scale [1, 5]", kind="out of scale")
-    meta = {
+    meta: dict[str, Any] = {
         "rubric": match["rubric"].strip(),
         "reference": match["reference"].strip(),
         "gpt4_scores": values,
@@ -106,7 +106,7 @@ def autoj_ratings(record: dict[str, Any], ctx: Context) -> list[RatedResponse]:
     query = require_text(match["query"].strip(), "usrmsg (query)")
     response = require_response(match["response"].strip(), "usrmsg (response)", ctx.allow_blank_responses)
     score = require_number(get_field(record, "pred_score"), "pred_score", ctx.text_table)
-    meta = {k: record[k] for k in ("scenario", "source_dataset", "target_output") if k in record}
+    meta: dict[str, Any] = {k: record[k] for k in ("scenario", "source_dataset", "target_output") if k in record}
     return [RatedResponse([user(query)], response, {"overall": score}, meta=meta)]
 
 
