@@ -110,5 +110,7 @@ def test_validation_report_uses_debiased_attributes():
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="val_fraction"):
         GateTrainOptions(val_fraction=1.0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"steps\s+Input should be greater than or equal to 1"):
         GateTrainOptions(steps=0)
+    with pytest.raises(ValueError, match=r"lr\s+Input should be greater than 0"):
+        GateTrainOptions(lr=0.0)
