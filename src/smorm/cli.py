@@ -18,7 +18,7 @@ from smorm.gating.settings import GateSettings
 from smorm.rlhf import cli as rlhf_cli
 from smorm.rlhf.settings import BoNSettings, RLSettings
 from smorm.serve.settings import ServeCommand
-from smorm.settings import describe_fields
+from smorm.settings import DEVICE_HELP, describe_fields
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and serve reward models (SMORM and the methods it is compared with).")
@@ -115,9 +115,10 @@ def score(
     mode: Annotated[str | None, typer.Option(help="F, L, M or G (default: the model's)")] = None,
     batch_size: Annotated[int, typer.Option(help="sequences per forward pass")] = 16,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Score responses: jsonl in, jsonl out with the reward and every head (F, L, M, attributes)."""
-    from smorm.models.composite import load_scorer
+    from smorm.models.scorers import load_scorer
 
     prompts, responses, records = [], [], []
     with open(input) as handle:
@@ -137,7 +138,7 @@ def score(
             responses.append(record["response"])
             records.append(record)
     try:
-        model = load_scorer(run)
+        model = load_scorer(run, device=device, hf=False)
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     scores = model.score(prompts, responses, mode=mode, batch_size=batch_size, autocast_bf16=bf16)
@@ -236,7 +237,8 @@ def eval_command(settings: EvalSettings, quiet: bool = False) -> None:
                           show_progress=not quiet, hf=settings.hf, max_length=settings.max_length,
                           theory=settings.theory, theory_sample=settings.theory_sample,
                           theory_seed=settings.theory_seed, theory_ridge=settings.theory_ridge,
-                          modes=list(settings.modes) or None, on_error=settings.on_error)
+                          modes=list(settings.modes) or None, on_error=settings.on_error,
+                          device=settings.device)
     typer.echo(report.table)
     typer.echo(f"report: {report.markdown_path}")
 

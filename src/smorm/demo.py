@@ -10,6 +10,7 @@ import logging
 import time
 from pathlib import Path
 
+from smorm.models.devices import module_device, resolve_precision
 from smorm.train.config import RunConfig, load_config
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ def describe_setup(config: RunConfig, summary: dict, seconds: dict[str, float]) 
         "truncated: prompt cut from the left, end of response kept)",
         f"- {summary.get('steps')} optimizer steps, pair batch {config.train.pair_batch_size}, rating batch "
         f"{config.train.rating_batch_size}, lr {config.train.lr} (heads {config.train.head_lr or config.train.lr}), "
-        f"{config.train.scheduler} schedule, warmup {config.train.warmup_ratio}, precision {config.train.precision}",
+        f"{config.train.scheduler} schedule, warmup {config.train.warmup_ratio}, precision "
+        f"{summary.get('precision', config.train.precision)} (train.precision {config.train.precision}) on "
+        f"{summary.get('device', '?')}",
         "- final training metrics: " + ", ".join(
             f"{k} {v:.4f}" for k, v in (summary.get("final_metrics") or {}).items()
             if isinstance(v, float) and ("loss" in k or "accuracy" in k)),
@@ -60,10 +63,10 @@ def run_demo(config_path: Path, overrides: list[str]) -> None:
                 config.train.trunk, config.output_dir)
     result = train(config)
     trained = time.time()
-    model = RewardModel.from_pretrained(result.model_dir)
-    specs = [BenchSpec(b.kind, b.path, b.limit, b.name, b.sample, b.seed, b.on_error) for b in config.eval.benches]
-    report = evaluate_model(model, specs, batch_size=config.eval.batch_size,
-                            bf16=config.eval.precision == "bf16")
+    model = RewardModel.from_pretrained(result.model_dir, device="auto")
+    specs = [BenchSpec(**bench.model_dump()) for bench in config.eval.benches]
+    precision = resolve_precision(config.eval.precision, module_device(model))
+    report = evaluate_model(model, specs, batch_size=config.eval.batch_size, bf16=precision == "bf16")
     evaluated = time.time()
     seconds = {"training (incl. loading, caching)": trained - started, "evaluation": evaluated - trained}
     report["model"] = str(result.model_dir)

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# Help of every --device option (smorm.models.devices.resolve_device reads the value).
+DEVICE_HELP = "device to score on: auto (the accelerator if present, else the host), cuda, cuda:1, mps, ..."
 
 
 class Strict(BaseModel):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from smorm.eval.hf_model import HFRewardModel, is_sequence_classifier_folder, load_hf_reward_model
-from smorm.eval.runner import BenchSpec, _looks_like_hub_id, evaluate_run
+from smorm.eval.runner import BenchSpec, evaluate_run
+from smorm.models.hf_scorer import HFRewardModel, is_sequence_classifier_folder, load_hf_reward_model
+from smorm.models.scorers import looks_like_hub_id
 from tests.eval.eval_data import BAD, GOOD, QUESTIONS
 
 
@@ -107,11 +108,11 @@ def test_pickle_only_folder_is_refused(tmp_path, classifier_dir):
 
 
 def test_hub_ids_are_told_apart_from_paths(tmp_path):
-    assert _looks_like_hub_id("Skywork/Skywork-Reward-Llama-3.1-8B")
-    assert not _looks_like_hub_id("./runs/x")
-    assert not _looks_like_hub_id("runs/a/model")
+    assert looks_like_hub_id("Skywork/Skywork-Reward-Llama-3.1-8B")
+    assert not looks_like_hub_id("./runs/x")
+    assert not looks_like_hub_id("runs/a/model")
     (tmp_path / "owner").mkdir()
-    assert not _looks_like_hub_id(str(tmp_path / "owner"))
+    assert not looks_like_hub_id(str(tmp_path / "owner"))
 
 
 def test_wrapper_exposes_the_runner_surface(classifier_dir):

@@ -43,7 +43,7 @@ def test_gated_model_gives_mode_g(gated_dir):
 
 
 def test_hugging_face_classifier_folder_and_object(tmp_path, tiny_tokenizer):
-    from smorm.eval.hf_model import load_hf_reward_model
+    from smorm.models.hf_scorer import load_hf_reward_model
 
     folder = save_hf_classifier(tmp_path / "hf", tiny_tokenizer, seed=22)
     expected = direct_hf_rewards(folder, PROMPTS, COMPLETIONS)

@@ -16,11 +16,11 @@ from smorm.cli import app
 from smorm.models.composite import (
     COMPOSITE_NAME,
     CompositeScorer,
-    load_scorer,
     write_baseline_sm,
     write_ensemble,
 )
 from smorm.models.reward_model import RewardModel, RewardModelConfig
+from smorm.models.scorers import load_scorer
 from tests.train.helpers import tiny_config
 
 PROMPTS = ["How do I boil an egg?", "Name a prime number.", "Say hello politely."]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smorm.models.composite import load_scorer, score_responses, write_baseline_sm, write_ensemble
+from smorm.models.composite import score_responses, write_baseline_sm, write_ensemble
+from smorm.models.scorers import load_scorer
 from tests.rlhf.rlhf_helpers import GATED_HEADS, model_rewards, save_reward_model
 
 PROMPTS = ["Say hi.", "Name a fruit.", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]]

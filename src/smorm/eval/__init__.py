@@ -4,7 +4,7 @@ Importing this package registers the benchmarks (``reward-bench``, ``rm-bench``,
 ``ranked``) in ``smorm.registry.BENCHMARKS``. Only numpy is imported here; scipy, matplotlib,
 torch and transformers load inside the functions that need them. Modules: ``metrics``
 (accuracy, ECE, outliers, norms, effective rank, tau-b), ``benchmarks`` (official scoring),
-``theory`` (000 Theorem 1), ``diagnostics``, ``runner`` (scoring models), ``hf_model`` (any HF
+``theory`` (000 Theorem 1), ``diagnostics``, ``runner`` (scoring models; any HF
 sequence-classification reward model), ``report`` and ``plots``.
 """
 

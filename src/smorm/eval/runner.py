@@ -8,7 +8,7 @@ batches, and hands each mode's rewards to the benchmarks as score tables.
 A scorer is anything with the scoring surface of :class:`~smorm.models.reward_model.RewardModel`:
 ``tokenizer`` (with a chat template), ``config.max_length``, ``config.attributes``, ``heads``
 (names) and ``score_token_ids(sequences, batch_size, autocast_bf16) -> RewardOutput``; e.g.
-:class:`~smorm.eval.hf_model.HFRewardModel` for any sequence-classification reward model.
+:class:`~smorm.models.hf_scorer.HFRewardModel` for any sequence-classification reward model.
 """
 
 from __future__ import annotations
@@ -425,60 +425,29 @@ class EvalReport:
     markdown_path: Path
 
 
-def _looks_like_hub_id(reference: str) -> bool:
-    """``owner/name`` that is not a local path (hub ids never start with ``.``, ``/`` or ``~``)."""
-    return reference.count("/") == 1 and not reference.startswith((".", "/", "~")) and not Path(reference).exists()
+def load_scorer_for(run: str | Path, hf: bool | None = None, max_length: int | None = None,
+                    device: str | None = None) -> tuple[Any, str]:
+    """The scorer (:func:`smorm.models.scorers.load_scorer`) and the folder or id it came from, for reports."""
+    from smorm.models.reward_model import model_folder
+    from smorm.models.scorers import load_scorer, looks_like_hub_id
 
-
-def model_folder(run: str | Path) -> Path:
-    """A run folder's ``model/``, else the folder itself."""
-    run = Path(run)
-    return run / "model" if (run / "model").is_dir() else run
-
-
-def load_scorer_for(run: str | Path, hf: bool | None = None, max_length: int | None = None) -> tuple[Any, str]:
-    """The scorer for a run folder, smorm model folder, HF sequence-classifier folder or hub id.
-
-    Args:
-        hf: True: load as ``AutoModelForSequenceClassification``; False: as a smorm model;
-            None: detect (a folder with a sequence-classification ``config.json`` and no
-            ``smorm_config.json``, or an ``owner/name`` that is not a local path).
-        max_length: token budget override (default: the model's own).
-
-    Returns:
-        The scorer and the folder or id it was loaded from.
-    """
-    from smorm.eval.hf_model import is_sequence_classifier_folder, load_hf_reward_model
-
-    reference = str(run)
+    model = load_scorer(run, hf=hf, max_length=max_length, device=device)
     folder = model_folder(run)
-    if hf is None:
-        hf = _looks_like_hub_id(reference) or is_sequence_classifier_folder(folder)
-    if hf:
-        source = str(folder) if folder.exists() else reference
-        return load_hf_reward_model(source, max_length=max_length), source
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{reference}: no such run or model folder (for a hub model id pass --hf)")
-    # load_scorer opens ensemble / Baseline SM composite folders as well as plain run and model folders
-    from smorm.models.composite import load_scorer
-
-    model = load_scorer(run)
-    if max_length is not None:
-        model.config.max_length = max_length
-    return model, str(folder)
+    return model, str(folder) if folder.exists() or not looks_like_hub_id(str(run)) else str(run)
 
 
 def evaluate_run(run: str | Path, specs: list[BenchSpec], out_dir: Path, batch_size: int = 16, bf16: bool = False,
                  show_progress: bool = True, *, hf: bool | None = None, max_length: int | None = None,
                  theory: bool = False, theory_sample: int = 200, theory_seed: int = 0,
                  theory_ridge: float = 1e-3, modes: list[str] | None = None, pack: bool | None = None,
-                 on_error: str | None = None) -> EvalReport:
+                 on_error: str | None = None, device: str | None = None) -> EvalReport:
     """Evaluate a model on benchmarks (and, with ``theory``, check Theorem 1 on its training data);
     write report.json, report.md and plots into ``out_dir``.
 
     All data (benchmarks, and the run's D_S / D_M for ``theory``) is read and validated before the
     model is loaded. ``on_error`` (``"error"`` / ``"skip"``), when given, replaces every
     benchmark's ``BenchSpec.on_error``; skipped rows are counted per reason in the report.
+    ``device``: where to score (``auto``: the accelerator if present; default: the host).
     """
     from smorm.eval.report import write_reports
     from smorm.eval.theory import load_theory_data, run_theorem1
@@ -487,7 +456,7 @@ def evaluate_run(run: str | Path, specs: list[BenchSpec], out_dir: Path, batch_s
         raise ValueError("nothing to do: give at least one benchmark (--bench KIND:PATH) or --theory")
     loaded = load_benchmarks(specs, on_error)
     theory_data = load_theory_data(run, theory_sample, theory_seed) if theory else None
-    model, source = load_scorer_for(run, hf=hf, max_length=max_length)
+    model, source = load_scorer_for(run, hf=hf, max_length=max_length, device=device)
     report = evaluate_loaded(model, loaded, batch_size, bf16, show_progress, modes, pack)
     report["model"] = source
     report["scorer"] = type(model).__name__

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from smorm.settings import Strict
+from smorm.settings import DEVICE_HELP, Strict
 
 
 class EvalSettings(Strict):
@@ -28,6 +28,7 @@ class EvalSettings(Strict):
         json_schema_extra={"flag": "--mode"})
     hf: bool | None = Field(None, description="RUN is a Hugging Face AutoModelForSequenceClassification (mode F) "
                             "/ a smorm model (default: detected)", json_schema_extra={"flag": "--hf/--smorm"})
+    device: str = Field("auto", description=DEVICE_HELP)
     max_length: int | None = Field(None, ge=8, description="token budget per sequence (default: the model's)")
     on_error: Literal["error", "skip"] | None = Field(
         None, description="structurally broken benchmark rows (missing fields, wrong types): error stops at "

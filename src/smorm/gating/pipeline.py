@@ -27,6 +27,7 @@ from smorm.gating.head import GATE_HEAD, GatingHead, gate_spec
 from smorm.gating.ridge import fit_attribute_ridge, install_multi_head, ratings_matrix
 from smorm.gating.settings import GatingOptions
 from smorm.gating.train_gate import GatePairs, result_dict, train_gate
+from smorm.models.devices import module_device
 
 REPORT_NAME = "gating.json"
 
@@ -159,7 +160,7 @@ def run_gating(run: Path, pairs: list[str], options: GatingOptions | None = None
     started = time.time()
     source = model_folder(Path(run))
     records = load_records(pairs, options)  # every file validated before the model loads
-    model = RewardModel.from_pretrained(source)
+    model = RewardModel.from_pretrained(source, device=options.device)
     if not options.ratings and "multi" not in model.heads:
         raise ValueError(f"{source} has no multi head: give --ratings to fit one (stage 1)")
     data = layout(Formatter(model.tokenizer, model.config.max_length), *records)
@@ -174,8 +175,9 @@ def run_gating(run: Path, pairs: list[str], options: GatingOptions | None = None
     if options.ratings:
         report["stage1"] = stage1(model, features, data, options)
     attributes = list(model.config.attributes)
+    device = module_device(model)  # the stages read host-side cached features; heads run where the model is
     with torch.no_grad():
-        rewards = model.heads["multi"](features.features.to(model._head_dtype())).float()
+        rewards = model.heads["multi"](features.features.to(device, model._head_dtype())).float().cpu()
     gate = _new_gate(model, options)
     if options.debias:
         debias = verbosity_penalties(rewards[data.reference_rows], attributes, options.verbosity)
@@ -190,7 +192,7 @@ def run_gating(run: Path, pairs: list[str], options: GatingOptions | None = None
     result = train_gate(gate, pairs_data, attributes, options.train, show_progress=show_progress)
     report["gate"] = {**gate_spec(options.hidden_sizes, options.dropout, options.beta_init), **result_dict(result)}
     seconds["stages"] = time.time() - started - seconds["features"]
-    model.heads[GATE_HEAD] = gate
+    model.heads[GATE_HEAD] = gate.to(device)
     model.config.heads[GATE_HEAD] = gate_spec(options.hidden_sizes, options.dropout, options.beta_init)
     model.config.mode = options.default_mode
     report["consistency_max_abs_diff"] = consistency_check(model, data, features, gate, rewards, options.bf16)
@@ -233,6 +235,7 @@ def consistency_check(model: Any, data: GatingData, features: CachedFeatures, ga
     rows = data.chosen_rows[:count]
     output = model.score_token_ids([data.sequences.input_ids[i] for i in rows], autocast_bf16=bf16,
                                    response_starts=[data.sequences.response_starts[i] for i in rows])
+    device = module_device(gate)
     with torch.no_grad():
-        cached, _ = gate(features.prompt_features[rows], rewards[rows])
-    return float((output.extra[GATE_HEAD] - cached).abs().max())
+        cached, _ = gate(features.prompt_features[rows].to(device), rewards[rows].to(device))
+    return float((output.extra[GATE_HEAD] - cached.cpu()).abs().max())

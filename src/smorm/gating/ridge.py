@@ -135,6 +135,7 @@ def install_multi_head(model: Any, weights: torch.Tensor, attributes: list[str])
     is not linear gets a new linear head; otherwise the weights are copied in place. Any gate is
     removed, since it weighed the old head's outputs.
     """
+    from smorm.models.devices import module_device
     from smorm.models.heads import LinearHead
 
     if weights.shape != (len(attributes), model.hidden_size):
@@ -143,7 +144,7 @@ def install_multi_head(model: Any, weights: torch.Tensor, attributes: list[str])
     head = model.heads["multi"] if "multi" in model.heads else None
     spec = model.config.heads.get("multi", {})
     if head is None or spec.get("kind", "linear") != "linear" or list(model.config.attributes) != list(attributes):
-        head = LinearHead(model.hidden_size, len(attributes)).to(model._head_dtype())
+        head = LinearHead(model.hidden_size, len(attributes)).to(module_device(model), model._head_dtype())
         model.heads["multi"] = head
     with torch.no_grad():
         head.weight.copy_(weights.to(head.weight.dtype))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from smorm.settings import Strict
+from smorm.settings import DEVICE_HELP, Strict
 
 # 004 Sec. 4: three hidden layers of 1024; the released code's dropout; β's initial value.
 DEFAULT_HIDDEN_SIZES = (1024, 1024, 1024)
@@ -59,6 +59,7 @@ class GatingOptions(Strict):
     batch_size: int = Field(16, ge=1, description="sequences per forward pass when caching features",
                             json_schema_extra={"flag": "--feature-batch-size"})
     bf16: bool = Field(False, description="bf16 autocast for the feature pass")
+    device: str = Field("auto", description=DEVICE_HELP)
     cache_dir: str | None = Field(None, description="feature cache folder (default: RUN/cache/gating)")
     default_mode: Literal["F", "L", "M", "G"] = Field("G", description="default inference mode of the saved model")
     on_error: Literal["error", "skip"] = Field("error", description="bad records: error (stop with file:line) "

@@ -80,17 +80,18 @@ class SmormRewardFunction:
         request_items: items per HTTP request (keep at or below the server's ``--max-items``).
         timeout: seconds per HTTP request.
         name: ``__name__`` TRL logs the reward under (default ``smorm_<mode or default>``).
+        device: where a model given as a folder scores (``auto``: the accelerator if present).
     """
 
     def __init__(self, model: Any = None, *, url: str | None = None, mode: str | None = None, batch_size: int = 16,
                  token: str | None = None, request_items: int = DEFAULT_REQUEST_ITEMS, timeout: float = 300.0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, device: str | None = "auto") -> None:
         if (model is None) == (url is None):
             raise ValueError("give exactly one of model (a RewardModel or folder) or url (a smorm serve address)")
         if isinstance(model, (str, os.PathLike)):
-            from smorm.rlhf.scorers import load_scorer
+            from smorm.models.scorers import load_scorer
 
-            model = load_scorer(Path(model))
+            model = load_scorer(Path(model), device=device)
         self.model = model
         self.url = None if url is None else score_url(url)
         self.mode = mode

@@ -453,6 +453,7 @@ def load_backbone(
     with_lm_head: bool = False,
     trust_remote_code: bool = False,
     cache_dir: str | None = None,
+    attn_implementation: str | None = None,
 ) -> Backbone:
     """Load a backbone and its tokenizer from a short name, ``.gguf`` path, folder or hub id.
 
@@ -463,6 +464,7 @@ def load_backbone(
             hidden-state regulariser through the kept LM head; else ``AutoModel``.
         trust_remote_code: passed to ``from_pretrained``; off unless the user turns it on.
         cache_dir: folder for converted GGUF backbones (default ``default_cache_dir()``).
+        attn_implementation: ``sdpa``, ``flash_attention_2``, ``eager``; default: transformers' choice.
 
     Returns:
         A ``Backbone``; ``model`` is in eval mode as ``from_pretrained`` leaves it.
@@ -481,6 +483,7 @@ def load_backbone(
         dtype=torch_dtype_value,
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
+        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
     )
     tokenizer = AutoTokenizer.from_pretrained(local_path, trust_remote_code=trust_remote_code)
     ensure_pad_token(tokenizer)

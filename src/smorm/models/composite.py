@@ -6,7 +6,7 @@
   two forward passes per response: the system SMORM replaces by one backbone.
 
 A composite is a folder holding ``smorm_composite.json`` (member folders and the combination rule,
-written atomically); it points at its members and copies no weights. `load_scorer` opens either a
+written atomically); it points at its members and copies no weights. :func:`smorm.models.scorers.load_scorer` opens a
 plain model folder (a `RewardModel`) or a composite folder (a `CompositeScorer`) behind one scoring
 surface: ``.tokenizer``, ``.config`` (``max_length``, ``attributes``, ``mode``), ``.heads`` (names),
 ``score_token_ids`` and ``score``. `score_responses` formats and scores prompt/response text with any
@@ -33,6 +33,7 @@ from smorm.models.reward_model import (
     RewardModel,
     RewardModelConfig,
     Scores,
+    model_folder,
     reward_for_mode,
 )
 from smorm.types import Message, RewardOutput
@@ -79,19 +80,13 @@ class CompositeConfig:
 # ---------------------------------------------------------------- folders
 
 
-def model_dir(path: str | os.PathLike[str]) -> Path:
-    """A run folder's ``model/`` if it has one, else the folder itself."""
-    path = Path(path)
-    return path / "model" if (path / "model").is_dir() else path
-
-
 def is_composite(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / COMPOSITE_NAME).is_file()
 
 
 def member_config(path: Path) -> RewardModelConfig:
     """A member's ``smorm_config.json`` (read without loading weights)."""
-    config_path = model_dir(path) / CONFIG_NAME
+    config_path = model_folder(path) / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{path} is not a smorm model or run folder (no {CONFIG_NAME} in it or its model/)")
     return RewardModelConfig.from_dict(json.loads(config_path.read_text()))
@@ -154,7 +149,7 @@ def write_composite(folder: str | os.PathLike[str], spec: CompositeSpec) -> Path
     spec = parse_spec(dict(spec.__dict__), str(path))
     folders = member_paths(folder, spec)
     surface(spec, [member_config(f) for f in folders], source=str(path))
-    check_same_tokenizer([model_dir(f) for f in folders], spec.roles)
+    check_same_tokenizer([model_folder(f) for f in folders], spec.roles)
     atomic_write_text(path, spec.to_json())
     return path
 
@@ -383,15 +378,18 @@ def score_responses(
                                   **kwargs)
 
 
-def load_scorer(path: str | os.PathLike[str], trust_remote_code: bool = False) -> RewardModel | CompositeScorer:
-    """Open a run/model folder as a `RewardModel`, or a composite folder as a `CompositeScorer`."""
+def load_composite(path: str | os.PathLike[str], trust_remote_code: bool = False, dtype: str | None = None,
+                   device: torch.device | None = None) -> CompositeScorer:
+    """Open a composite folder (ensemble, Baseline SM) with its members on ``device``.
+
+    :func:`smorm.models.scorers.load_scorer` is the loader to call: it opens any folder.
+    """
     path = Path(path)
-    if is_composite(path):
-        spec = read_composite(path)
-        folders = member_paths(path, spec)
-        for role, folder in zip(spec.roles, folders, strict=True):
-            if not (model_dir(folder) / CONFIG_NAME).is_file():
-                raise FileNotFoundError(f"{path / COMPOSITE_NAME}: member {role!r} folder {folder} has no model")
-        members = [RewardModel.from_pretrained(model_dir(f), trust_remote_code=trust_remote_code) for f in folders]
-        return CompositeScorer(path, spec, members)
-    return RewardModel.from_pretrained(model_dir(path), trust_remote_code=trust_remote_code)
+    spec = read_composite(path)
+    folders = member_paths(path, spec)
+    for role, folder in zip(spec.roles, folders, strict=True):
+        if not (model_folder(folder) / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path / COMPOSITE_NAME}: member {role!r} folder {folder} has no model")
+    members = [RewardModel.from_pretrained(f, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+               for f in folders]
+    return CompositeScorer(path, spec, members)

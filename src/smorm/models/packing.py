@@ -83,7 +83,7 @@ def packed_hidden_states(base_model: torch.nn.Module, packed: PackedRows) -> tor
     implementation = getattr(base_model.config, "_attn_implementation", "sdpa")
     if implementation != "sdpa":  # eager attention adds the mask: 0 to keep, a large negative to drop
         dtype = next(base_model.parameters()).dtype
-        attention_mask = torch.zeros(attention_mask.shape, dtype=dtype).masked_fill(
+        attention_mask = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device).masked_fill(
             ~packed.attention_mask, torch.finfo(dtype).min)
     return base_model(input_ids=packed.input_ids, attention_mask=attention_mask,
                       position_ids=packed.position_ids).last_hidden_state
@@ -92,6 +92,6 @@ def packed_hidden_states(base_model: torch.nn.Module, packed: PackedRows) -> tor
 def gather_segments(hidden: torch.Tensor, packed: PackedRows) -> torch.Tensor:
     """``[R, L, d] -> [R, S, d]``: each response segment's last-token hidden state (zeros where absent)."""
     index = packed.last_index.clamp(min=0)
-    rows = torch.arange(hidden.shape[0]).unsqueeze(1).expand_as(index)
+    rows = torch.arange(hidden.shape[0], device=index.device).unsqueeze(1).expand_as(index)
     gathered = hidden[rows, index]
     return gathered * (packed.last_index >= 0).unsqueeze(-1).to(gathered.dtype)

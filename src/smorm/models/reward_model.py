@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from smorm.models.devices import attention_implementation, host_device, preferred_dtype, resolve_device
 from smorm.models.heads import build_head
 from smorm.types import Message, RewardOutput
 
@@ -31,6 +32,12 @@ CONFIG_NAME = "smorm_config.json"
 HEADS_NAME = "heads.safetensors"
 DELTA_NAME = "backbone_delta.safetensors"
 FORMAT_VERSION = 1
+
+
+def model_folder(path: str | os.PathLike[str]) -> Path:
+    """A run folder's ``model/`` (as ``smorm train`` leaves it) if it has one, else the folder itself."""
+    path = Path(path)
+    return path / "model" if (path / "model").is_dir() else path
 
 
 @dataclass
@@ -425,29 +432,42 @@ class RewardModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike[str], trust_remote_code: bool = False, dtype: str = "float32"
+        cls, folder: str | os.PathLike[str], trust_remote_code: bool = False, dtype: str | None = None,
+        device: str | torch.device | None = None,
     ) -> RewardModel:
-        """Load a folder written by :meth:`save_pretrained` (safetensors only; never pickle)."""
+        """Load a folder written by :meth:`save_pretrained`, or the run folder holding it in ``model/``
+        (safetensors only; never pickle).
+
+        Args:
+            dtype: backbone weight dtype; default bf16 on an accelerator, float32 on the host. The
+                heads stay float32 (bf16 would tie close rewards).
+            device: where to put the model (``auto``: the accelerator if present); default: the host.
+        """
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         from smorm.models.backbone import load_backbone
 
-        folder = Path(folder)
+        folder = model_folder(folder)
         config_path = folder / CONFIG_NAME
         if not config_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a smorm model folder (no {CONFIG_NAME})")
+            raise FileNotFoundError(f"{folder} is not a smorm model folder (no {CONFIG_NAME}) nor a run folder "
+                                    f"(no model/{CONFIG_NAME})")
+        target = resolve_device(str(device)) if device is not None else host_device()
+        dtype = preferred_dtype(target, dtype)
+        attention = attention_implementation(target)
         config = RewardModelConfig.from_dict(json.loads(config_path.read_text()))
         if config.backbone_weights == "full":
             auto = AutoModelForCausalLM if config.with_lm_head else AutoModel
             backbone = auto.from_pretrained(
                 folder / "backbone", use_safetensors=True, trust_remote_code=trust_remote_code,
                 dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
+                **({"attn_implementation": attention} if attention else {}),
             )
         else:
             backbone = load_backbone(
                 config.backbone, dtype=dtype, with_lm_head=config.with_lm_head,
-                trust_remote_code=trust_remote_code,
+                trust_remote_code=trust_remote_code, attn_implementation=attention,
             ).model
             if config.backbone_weights == "delta":
                 delta = load_file(folder / DELTA_NAME)
@@ -460,7 +480,7 @@ class RewardModel(nn.Module):
         heads = load_file(folder / HEADS_NAME)
         model.heads.load_state_dict(heads, strict=True)
         model.eval()
-        return model
+        return model.to(target)
 
 
 def scores_from_output(output: RewardOutput, mode: str, attribute_names: list[str]) -> Scores:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from smorm.models.devices import autocast, module_device, move_to
 from smorm.models.reward_model import GATE_HEAD, RewardModel, pool_last_token
 from smorm.types import RewardOutput
 
@@ -81,17 +82,19 @@ def score_padded(model: RewardModel, sequences: Sequence[list[int]], batch_size:
 
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     pad_id = model.tokenizer.pad_token_id
+    device = module_device(model)
     parts: list[RewardOutput] = []
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = collate_sequences([sequences[i] for i in chunk], pad_id, padding_side="right")
         prompt: dict[str, torch.Tensor] = {}
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-            if need_prompt:
-                assert response_starts is not None
-                prompt = prompt_inputs(model, [sequences[i] for i in chunk], [response_starts[i] for i in chunk])
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **prompt)
-        parts.append(as_float(out))
+        if need_prompt:
+            assert response_starts is not None
+            prompt = prompt_inputs(model, [sequences[i] for i in chunk], [response_starts[i] for i in chunk])
+        with autocast(device, autocast_bf16):
+            out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                        **move_to(prompt, device))
+        parts.append(as_host_float(out))
     if not parts:  # nothing to score: an empty output (its pooled features have no rows either)
         return RewardOutput(single=None, attributes=None, pooled=torch.empty(0, model.hidden_size))
     return in_input_order([(order, concat_outputs(parts))])
@@ -214,6 +217,7 @@ def score_packed(model: RewardModel, sequences: Sequence[list[int]], response_st
     score_budget = batch_size * longest * longest
     max_row_tokens = max(longest, math.isqrt(score_budget))  # a lone row of L tokens has L**2 scores
     rows = plan_rows(groups, sequences, response_starts, max_row_tokens)
+    device = module_device(model)
     lengths = [len(row.prompt) + sum(len(sequences[i]) - len(row.prompt) for i in row.members) for row in rows]
     indices: list[int] = []
     parts: list[RewardOutput] = []
@@ -225,24 +229,30 @@ def score_packed(model: RewardModel, sequences: Sequence[list[int]], response_st
         slot_rows = torch.tensor([r for r, row in enumerate(chosen_rows) for _ in row.members], dtype=torch.long)
         slot_segments = torch.tensor([k for row in chosen_rows for k in range(len(row.members))], dtype=torch.long)
         prompt_last = torch.tensor([len(row.prompt) - 1 for row in chosen_rows], dtype=torch.long)[slot_rows]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+        packed, slot_rows, slot_segments, prompt_last = move_to((packed, slot_rows, slot_segments, prompt_last), device)
+        with autocast(device, autocast_bf16):
             hidden = packed_hidden_states(model.base_model, packed)  # [R, L, d]
             pooled = hidden[slot_rows, packed.last_index[slot_rows, slot_segments]]  # [n, d]
             prompt_pooled = hidden[slot_rows, prompt_last] if need_prompt else None
             out = model.heads_forward(pooled, prompt_pooled)
-        parts.append(as_float(out))
+        parts.append(as_host_float(out))
         indices.extend(i for row in chosen_rows for i in row.members)
     return indices, concat_outputs(parts)
 
 
-def as_float(output: RewardOutput) -> RewardOutput:
-    """Every tensor of ``output`` in float32 (bf16 scoring returns float32 results)."""
+def as_host_float(output: RewardOutput) -> RewardOutput:
+    """Every tensor of ``output`` in float32 on the host: bf16 scoring returns float32 results, and a
+    large pool's outputs gather in host memory, not on the accelerator, batch after batch."""
+
+    def host(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().float().cpu()
+
     return RewardOutput(
-        single=None if output.single is None else output.single.float(),
-        attributes=None if output.attributes is None else output.attributes.float(),
-        pooled=output.pooled.float(),
-        gate_weights=None if output.gate_weights is None else output.gate_weights.float(),
-        extra={k: v.float() for k, v in output.extra.items()},
+        single=None if output.single is None else host(output.single),
+        attributes=None if output.attributes is None else host(output.attributes),
+        pooled=host(output.pooled),
+        gate_weights=None if output.gate_weights is None else host(output.gate_weights),
+        extra={k: host(v) for k, v in output.extra.items()},
     )
 
 

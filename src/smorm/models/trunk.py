@@ -173,6 +173,24 @@ def apply_trunk_mode(model: RewardModel, mode: str, top_k: int = 2, lora: dict[s
     return LowerTrunk(model, split)
 
 
+def enable_gradient_checkpointing(model: RewardModel, trunk: str) -> None:
+    """Recompute the trained layers' activations in backward instead of storing them (large backbones).
+
+    transformers' own switch, non-reentrant (the reentrant form drops gradients of inputs that do not
+    require them, which a frozen lower trunk's outputs are). A frozen trunk trains no layer: refused.
+    """
+    if trunk == "frozen":
+        raise ValueError("train.gradient_checkpointing needs trained backbone layers; trunk frozen trains heads only")
+    backbone: Any = model.backbone
+    if not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(backbone).__name__} does not support gradient checkpointing")
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.24's name for it
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def apply_lora(model: RewardModel, options: dict[str, Any]) -> None:
     """Wrap the backbone with peft LoRA adapters; only adapters and heads train."""
     try:

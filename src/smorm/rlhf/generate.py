@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from smorm.data.spec import PromptRecord
+from smorm.models.devices import module_device, resolve_device
 from smorm.rlhf.settings import SamplingConfig
 from smorm.types import Message
 
@@ -91,7 +92,8 @@ class GumbelSampler:
             [torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators]
         )
         gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-300)))  # float64: no 0 or 1 from rand
-        return (log_probs.double() + gumbel).to(scores.device)
+        # The noise is drawn on the host, so a seed gives the same samples on every device.
+        return (log_probs.double() + gumbel.to(log_probs.device)).to(scores.device)
 
 
 def nucleus_filter(log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -103,14 +105,19 @@ def nucleus_filter(log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return log_probs.masked_fill(drop, float("-inf"))
 
 
-def load_policy(ref: str, dtype: str = "float32", trust_remote_code: bool = False) -> tuple[Any, Any, str]:
-    """``(model, tokenizer, local_path)`` of a causal LM, the tokenizer set up for left padding."""
+def load_policy(ref: str, dtype: str = "float32", trust_remote_code: bool = False,
+                device: str | None = None) -> tuple[Any, Any, str]:
+    """``(model, tokenizer, local_path)`` of a causal LM on ``device`` (``auto``: the accelerator if
+    present; default: the host), the tokenizer set up for left padding."""
     from smorm.models.backbone import load_backbone
 
     backbone = load_backbone(ref, dtype=dtype, with_lm_head=True, trust_remote_code=trust_remote_code)
     tokenizer = backbone.tokenizer
     tokenizer.padding_side = "left"  # generation appends on the right: real tokens must end every row
-    return backbone.model.eval(), tokenizer, backbone.local_path
+    model = backbone.model.eval()
+    if device is not None:
+        model.to(resolve_device(device))
+    return model, tokenizer, backbone.local_path
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -169,11 +176,13 @@ def sample_responses(
         max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id, use_cache=True,
     )
+    device = module_device(model)
     output = model.generate(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=generation,
+        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+        generation_config=generation,
         logits_processor=LogitsProcessorList([GumbelSampler(seeds, config.temperature, config.top_p)]),
     )
-    new_tokens = output[:, batch["input_ids"].shape[1]:]
+    new_tokens = output[:, batch["input_ids"].shape[1]:].cpu()
     results: list[tuple[list[str], list[int], list[bool]]] = [([], [], []) for _ in prompts]
     for row, owner in enumerate(owners):
         tokens = new_tokens[row].tolist()
@@ -259,6 +268,7 @@ def generate_pool(
     dtype: str = "float32",
     loaded: tuple[Any, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    device: str | None = None,
 ) -> list[PoolEntry]:
     """Fill ``pool_path`` with ``config.num_samples`` responses per prompt, resuming if it exists.
 
@@ -271,6 +281,7 @@ def generate_pool(
         dtype: policy weight dtype.
         loaded: an already loaded ``(model, tokenizer)`` (tokenizer padding on the left).
         progress: called with ``(prompts done, prompts total)`` after each batch.
+        device: where the policy samples (``auto``: the accelerator if present; default: the host).
     Returns:
         The complete pool, in prompt order.
     """
@@ -287,7 +298,7 @@ def generate_pool(
     _rewrite_complete(path, list(done.values()))
     todo = [i for i, key in enumerate(keys) if key not in done]
     if todo:
-        model, tokenizer = loaded if loaded is not None else load_policy(policy, dtype)[:2]
+        model, tokenizer = loaded if loaded is not None else load_policy(policy, dtype, device=device)[:2]
         per_call = max(1, batch_rows // config.num_samples)
         with open(path, "a") as handle:
             for start in range(0, len(todo), per_call):

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from smorm.models.reward_model import model_folder
+from smorm.models.scorers import load_scorer
 from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired_gold_difference
 from smorm.rlhf.generate import PoolEntry, generate_pool
-from smorm.rlhf.scorers import PoolScores, ScorerRef, model_folder, parse_scorer, pool_scores
+from smorm.rlhf.scorers import PoolScores, ScorerRef, parse_scorer, pool_scores
 from smorm.rlhf.settings import BoNSettings
 
 logger = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> 
     log(f"prompts: {len(prompts)} ({prompt_report['kind']})")
     pool_path = Path(settings.pool) if settings.pool else out / "pool.jsonl"
     entries = generate_pool(settings.policy, prompts, pool_path, settings.sampling, batch_rows=settings.batch_rows,
-                            dtype=settings.policy_dtype,
+                            dtype=settings.policy_dtype, device=settings.device,
                             progress=lambda done, total: log(f"pool: {done}/{total} prompts sampled"))
     generated = time.time()
     folders = list(dict.fromkeys(model_folder(r.path) for r in refs))
@@ -109,7 +111,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> 
     for folder in dict.fromkeys(folders):
         log(f"scoring the pool with {folder}")
         scores[folder] = pool_scores(folder, entries, pool_path, out / "scores", settings.score_batch_size,
-                                     settings.bf16)
+                                     settings.bf16, device=settings.device)
     scored = time.time()
     curves, attributes = compute_curves(settings, entries, scores)
     title = f"{prompt_report['kind']}: {len(entries)} prompts × N={settings.sampling.num_samples}"
@@ -193,7 +195,7 @@ def bench_specs(settings: BoNSettings) -> list[Any]:
 def judges_table(refs: list[ScorerRef], specs: list[Any], settings: BoNSettings, cache_dir: Path) -> dict[str, Any]:
     """Dev-benchmark score of the gold and every proxy in its mode, side by side (cached per model)."""
     from smorm.eval.runner import headline
-    from smorm.rlhf.scorers import folder_fingerprint, load_scorer
+    from smorm.rlhf.scorers import folder_fingerprint
     from smorm.train.checkpoint import atomic_write_text
 
     reports: dict[Path, dict[str, Any]] = {}
@@ -206,7 +208,7 @@ def judges_table(refs: list[ScorerRef], specs: list[Any], settings: BoNSettings,
             continue
         from smorm.eval.runner import evaluate_model
 
-        scorer = load_scorer(folder)
+        scorer = load_scorer(folder, device=settings.device)
         report = evaluate_model(scorer, specs, batch_size=settings.score_batch_size, bf16=settings.bf16,
                                 show_progress=False)
         report["default_mode"] = str(getattr(scorer.config, "mode", "F"))

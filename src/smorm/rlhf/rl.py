@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from smorm.integrations.trl import SmormRewardFunction, to_prompt_response
-from smorm.rlhf.scorers import model_folder, parse_scorer
+from smorm.models.reward_model import model_folder
+from smorm.models.scorers import load_scorer
+from smorm.rlhf.scorers import parse_scorer
 from smorm.rlhf.settings import RLSettings
 from smorm.types import Message
 
@@ -240,7 +242,6 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
 
     from smorm.models.backbone import ensure_chat_template, ensure_pad_token, resolve_backbone
     from smorm.rlhf.prompts import file_prompts, heldout_prompts
-    from smorm.rlhf.scorers import load_scorer
     from smorm.train.checkpoint import atomic_write_text
 
     if settings.num_generations < 2:
@@ -270,10 +271,10 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
     tokenizer = AutoTokenizer.from_pretrained(policy_folder, padding_side="left")
     ensure_pad_token(tokenizer)
     ensure_chat_template(tokenizer)
-    proxy = ProxyReward(load_scorer(reward_ref.path), mode=reward_ref.mode, batch_size=settings.score_batch_size,
+    proxy = ProxyReward(load_scorer(reward_ref.path, device=settings.device), mode=reward_ref.mode, batch_size=settings.score_batch_size,
                         name="proxy")
     title = f"RLOO on proxy {reward_ref.label}, gold {gold_ref.label} ({prompt_report['kind']})"
-    gold_scorer = load_scorer(gold_ref.path)
+    gold_scorer = load_scorer(gold_ref.path, device=settings.device)
     tracker = gold_tracker(proxy, gold_scorer, gold_ref.mode, settings.gold_every, out, title, log)
     callbacks = [tracker]
     (out / "rl_eval_samples.jsonl").unlink(missing_ok=True)

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from smorm.models.reward_model import model_folder
+from smorm.models.scorers import load_scorer
 from smorm.rlhf.generate import PoolEntry
 from smorm.types import RewardOutput
 
@@ -47,31 +49,6 @@ def parse_scorer(text: str) -> ScorerRef:
     if sep and tail in MODE_NAMES and head:
         return ScorerRef(Path(head), tail)
     return ScorerRef(Path(text))
-
-
-def model_folder(path: Path) -> Path:
-    """``RUN/model`` when ``path`` is a run folder, else ``path``."""
-    return path / "model" if (path / "model").is_dir() else path
-
-
-def load_scorer(path: Path, dtype: str = "float32") -> Any:
-    """A model with the scoring surface of ``RewardModel`` (``tokenizer``, ``config``, ``heads``,
-    ``score_token_ids``) from a smorm, composite or Hugging Face sequence-classification folder."""
-    from smorm.models.composite import is_composite
-    from smorm.models.composite import load_scorer as load_composite
-    from smorm.models.reward_model import CONFIG_NAME, RewardModel
-
-    folder = model_folder(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"reward model folder not found: {path}")
-    if not (folder / CONFIG_NAME).is_file():
-        from smorm.eval.hf_model import is_sequence_classifier_folder, load_hf_reward_model
-
-        if is_sequence_classifier_folder(folder):
-            return load_hf_reward_model(str(folder), dtype=dtype)
-    if is_composite(folder):  # ensembles and Baseline SM
-        return load_composite(folder)
-    return RewardModel.from_pretrained(folder, dtype=dtype)
 
 
 def scorer_modes(scorer: Any) -> list[str]:
@@ -161,7 +138,7 @@ class PoolScores:
 
 def pool_scores(
     path: Path, entries: Sequence[PoolEntry], pool_file: Path, cache_dir: Path | None,
-    batch_size: int = 16, bf16: bool = False, dtype: str = "float32",
+    batch_size: int = 16, bf16: bool = False, dtype: str | None = None, device: str | None = None,
 ) -> PoolScores:
     """Score a pool with the model at ``path`` (or read the cached scores)."""
     from smorm.models.reward_model import GATE_HEAD
@@ -180,7 +157,7 @@ def pool_scores(
     if len(sizes) != 1:
         raise ValueError(f"{pool_file}: prompts have different numbers of responses {sorted(sizes)}")
     num_prompts, pool_size = len(entries), sizes.pop()
-    scorer = load_scorer(path, dtype=dtype)
+    scorer = load_scorer(path, dtype=dtype, device=device)
     output = score_pool(scorer, entries, batch_size=batch_size, bf16=bf16)
 
     def shaped(tensor: torch.Tensor | None) -> np.ndarray | None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from smorm.settings import Strict
+from smorm.settings import DEVICE_HELP, Strict
 
 REWARD_REF = ("PATH is a smorm run / model folder (MODE F, L, M, or G for a gated model from smorm gate; "
               "default: the model's own mode), an ensemble / Baseline SM folder, or a Hugging Face sequence "
@@ -72,6 +72,7 @@ class BoNSettings(Strict):
     max_prompt_chars: int | None = Field(1500, ge=1, description="skip longer in-distribution prompts "
                                          "(keeps generation cheap)")
     threads: int | None = Field(None, ge=1, description=THREADS)
+    device: str = Field("auto", description=DEVICE_HELP + " (the policy and the reward models)")
 
 
 class RLSettings(Strict):
@@ -106,3 +107,4 @@ class RLSettings(Strict):
     save_policy: bool = Field(False, description="also save the trained policy to out_dir/policy")
     max_prompt_chars: int | None = Field(1500, ge=1, description="skip longer in-distribution prompts")
     threads: int | None = Field(None, ge=1, description=THREADS)
+    device: str = Field("auto", description=DEVICE_HELP + " (proxy and gold; TRL places the policy)")

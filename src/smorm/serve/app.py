@@ -248,7 +248,7 @@ def run_server(model_dir: str, settings: ServeSettings, log_level: str = "info")
 
     from smorm.models.reward_model import RewardModel
 
-    model = RewardModel.from_pretrained(model_dir)
+    model = RewardModel.from_pretrained(model_dir, device=settings.device)
     app = create_app(model, settings)
     warning = warn_if_exposed(settings)
     if warning:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from smorm.settings import Strict
+from smorm.settings import DEVICE_HELP, Strict
 
 
 class ServeSettings(Strict):
@@ -25,6 +25,7 @@ class ServeSettings(Strict):
     max_item_tokens: int | None = Field(None, ge=2, description="most tokens per item; more -> 422 "
                                         "(default: the model's max_length)")
     request_timeout_s: float = Field(120.0, gt=0, description="longest wait for a request's scores; more -> 504")
+    device: str = Field("auto", description=DEVICE_HELP)
     token: str | None = Field(None, description="bearer token required on every endpoint but /health "
                               "(better: the SMORM_SERVE_TOKEN variable, which the command line reads)")
 

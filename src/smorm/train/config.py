@@ -101,7 +101,9 @@ class TrainConfig(Strict):
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule after "
                                                                "warmup (Table 10: cosine)")
     max_grad_norm: float | None = Field(1.0, description="gradient clipping (None: off)")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (Table 10 trains in bf16)")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="bf16 autocast (Table 10 trains in bf16); auto: bf16 where the device multiplies "
+        "bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX), else fp32")
     seed: int = Field(42, description="seed of head initialisation, batch order and dropout")
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: off)")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
@@ -115,6 +117,8 @@ class TrainConfig(Strict):
     cache_dir: str | None = Field(None, description="feature cache folder (default: <output_dir>/cache)")
     cache_batch_size: int = Field(16, ge=1, description="sequences per forward pass when caching the lower "
                                   "layers (top_k) or features (frozen)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward instead of "
+                                         "storing them: less memory, ~30% more compute (large backbones)")
     shared_prompt: bool = Field(False, description="encode each pair's prompt once (causal backbones; 4D mask)")
 
     @field_validator("report_to", mode="before")
@@ -146,7 +150,8 @@ class EvalConfig(Strict):
     benches: list[BenchConfig] = Field(default_factory=list, description="benchmarks the run is evaluated on "
                                        "(by the demo, and by smorm eval RUN without --bench)")
     batch_size: int = Field(16, ge=1, description="sequences per forward pass")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast when scoring")
+    precision: Literal["fp32", "bf16", "auto"] = Field("fp32", description="bf16 autocast when scoring (auto: "
+                                                       "where the device multiplies bf16 natively)")
     modes: list[Literal["F", "L", "M"]] = Field(default_factory=lambda: ["F", "L", "M"],
                                                description="inference modes reported")
 

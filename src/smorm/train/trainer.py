@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from smorm.models.devices import accelerator_device, module_device, move_to, resolve_device, resolve_precision
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
-from smorm.models.trunk import apply_trunk_mode, merge_lora
+from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
 from smorm.train import tracking
 from smorm.train.batches import StepPlan, collate_hidden, pair_widths, step_indices
@@ -79,11 +80,15 @@ class Trainer:
         from accelerate.state import AcceleratorState
 
         # accelerate keeps process-wide state: a Trainer created earlier in this process (TRL, HF)
-        # may have left mixed precision on, which would silently autocast our forward. Precision is
-        # ours (train.precision), so start from a clean state; the distributed setup is kept.
+        # may have left another mixed precision on. Precision is train.precision, handed to
+        # accelerate (which picks the device too), so start from a clean state; the distributed setup is kept.
         AcceleratorState._reset_state()
         self.output_dir = Path(config.output_dir)
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no",
+        # accelerate places the run on the accelerator when there is one: resolve "auto" for that device
+        self.precision = resolve_precision(config.train.precision, resolve_device("auto"))
+        # cpu=True where there is no accelerator: accelerate joins a torchrun gloo group only then
+        self.accelerator = Accelerator(cpu=accelerator_device() is None,
+                                       mixed_precision="bf16" if self.precision == "bf16" else "no",
                                        **tracking.accelerator_kwargs(config.train.report_to, self.output_dir))
         self.is_main = self.accelerator.is_main_process
 
@@ -98,6 +103,9 @@ class Trainer:
         self.data: TokenizedData = tokenize(self.loaded, self.model.tokenizer, config.data.max_length,
                                             self.show_progress and self.is_main)
         self.lower = apply_trunk_mode(self.model, config.train.trunk, config.train.top_k, config.train.lora.model_dump())
+        if config.train.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model, config.train.trunk)
+        self.model.to(self.accelerator.device)  # the caching pass below runs where training will
         self.features: list[torch.Tensor] | None = None
         if config.train.trunk in ("top_k", "frozen"):
             self.features = self._cache_features()
@@ -120,29 +128,30 @@ class Trainer:
         pad_id = model.tokenizer.pad_token_id
         from smorm.data.collate import collate_sequences
 
-        autocast = config.train.precision == "bf16"
+        device = module_device(model)
+        # Features are computed on the model's device and kept on the host (the cache is on disk).
         if config.train.trunk == "top_k":
             assert self.lower is not None
             lower = self.lower
 
             def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
-                batch = collate_sequences(chunk, pad_id, padding_side="right")
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    hidden = lower(batch.input_ids, batch.attention_mask).float()
+                batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
+                with torch.no_grad(), self.accelerator.autocast():
+                    hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
                 return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
 
             part = f"top_k={config.train.top_k}"
         else:
 
             def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
-                batch = collate_sequences(chunk, pad_id, padding_side="right")
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
+                with torch.no_grad(), self.accelerator.autocast():
                     hidden = model.encode(batch.input_ids, batch.attention_mask)
-                return list(pool_last_token(hidden, batch.attention_mask).float())
+                return list(pool_last_token(hidden, batch.attention_mask).float().cpu())
 
             part = "frozen"
         weights_probe = next(model.backbone.parameters())
-        key = fingerprint(config.model.backbone, part, config.train.precision, config.model.dtype,
+        key = fingerprint(config.model.backbone, part, self.precision, config.model.dtype,
                           weights_probe[:4], sequences_fingerprint(sequences))
         folder = Path(config.train.cache_dir) if config.train.cache_dir else self.output_dir / "cache"
         cache = FeatureCache(folder, key)
@@ -174,19 +183,21 @@ class Trainer:
     # ------------------------------------------------------------------ train
 
     def _inputs(self, seq_indices: list[int]) -> dict[str, torch.Tensor]:
+        """The step's model inputs, built on the host and moved to the model's device."""
         trunk = self.config.train.trunk
+        device = module_device(self.model)
         if trunk == "frozen":
             assert self.features is not None
-            return {"pooled": torch.stack([self.features[i] for i in seq_indices])}
+            return move_to({"pooled": torch.stack([self.features[i] for i in seq_indices])}, device)
         if trunk == "top_k":
             assert self.features is not None
             hidden, mask = collate_hidden([self.features[i] for i in seq_indices])
-            return {"hidden_states": hidden, "attention_mask": mask}
+            return move_to({"hidden_states": hidden, "attention_mask": mask}, device)
         from smorm.data.collate import collate_sequences
 
         batch = collate_sequences([self._all_sequences[i] for i in seq_indices],
                                   self.model_unwrapped.tokenizer.pad_token_id)
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        return move_to({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, device)
 
     def _packed_inputs(self, indices: Any) -> dict[str, Any]:
         """One packed row per pair (prompt once, then chosen and rejected) and per rated response.
@@ -225,7 +236,8 @@ class Trainer:
             rated_slots.append((len(prompts) - 1, 0))
         slots = chosen_slots + rejected_slots + rated_slots
         packed = pack_rows(prompts, responses, self.model_unwrapped.tokenizer.pad_token_id)
-        return {"packed": packed, "packed_slots": torch.tensor(slots, dtype=torch.long)}
+        return move_to({"packed": packed, "packed_slots": torch.tensor(slots, dtype=torch.long)},
+                       module_device(self.model))
 
     @property
     def model_unwrapped(self) -> RewardModel:
@@ -239,7 +251,7 @@ class Trainer:
                + [2 * self.data.num_pairs + j for j in indices.ratings])
         inputs = self._packed_inputs(indices) if self.config.train.shared_prompt else self._inputs(seq)
         needs_lm = any("lm" in s for s in self._loss_needs)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16"):
+        with self.accelerator.autocast():  # train.precision, through accelerate
             output: RewardOutput = self.model(**inputs, return_hidden=needs_lm)
         return compute_losses(self.config, self.model_unwrapped, output, self.data, indices, inputs,
                               self.accelerator.num_processes)
@@ -365,6 +377,8 @@ class Trainer:
                 "sources": self.data.sources,
                 "truncated_sequences": self.data.truncated,
                 "trunk": self.config.train.trunk,
+                "device": str(self.accelerator.device),
+                "precision": self.precision,
                 "setup_seconds": round(self.setup_seconds, 1),
                 "train_seconds": round(train_seconds, 1),
                 "data_reports": self.loaded.reports,

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from smorm.models.devices import autocast, module_device
 from smorm.types import RewardOutput
 
 DEFAULT_MAX_LENGTH = 1024
@@ -79,6 +80,11 @@ class HFRewardModel:
             model.config.pad_token_id = tokenizer.pad_token_id
         self.pad_id = int(model.config.pad_token_id)
 
+    def to(self, device: torch.device) -> HFRewardModel:
+        """Move the classifier to ``device`` (scoring follows the weights)."""
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def score_token_ids(self, sequences: Sequence[list[int]], batch_size: int = 16,
                         autocast_bf16: bool = False, response_starts: Sequence[int] | None = None) -> RewardOutput:
@@ -93,16 +99,17 @@ class HFRewardModel:
         if response_starts is not None and len(response_starts) != len(sequences):
             raise ValueError(f"{len(sequences)} sequences but {len(response_starts)} response_starts")
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        device = module_device(self.model)
         rewards: list[torch.Tensor] = []
         pooled: list[torch.Tensor] = []
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = collate_sequences([sequences[i] for i in chunk], self.pad_id, padding_side="right")
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-                out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 output_hidden_states=True)
-            rewards.append(out.logits[:, 0].float())
-            pooled.append(pool_last_token(out.hidden_states[-1], batch.attention_mask).float())
+            input_ids, attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+            with autocast(device, autocast_bf16):
+                out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            rewards.append(out.logits[:, 0].float().cpu())  # gathered on the host, batch after batch
+            pooled.append(pool_last_token(out.hidden_states[-1], attention_mask).float().cpu())
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
         return RewardOutput(single=torch.cat(rewards)[inverse], attributes=None, pooled=torch.cat(pooled)[inverse])

@@ -1,0 +1,79 @@
+"""One scoring surface and one loader for everything that scores.
+
+A :class:`Scorer` is what eval, score, serve, gate, bon, rl and the TRL reward function need:
+a tokenizer, a config with ``max_length``, ``attributes`` and a default ``mode``, the names of its
+heads, and ``score_token_ids(sequences, ...) -> RewardOutput``. A :class:`RewardModel`, a composite
+(ensemble, Baseline SM) and a Hugging Face sequence classifier each implement it, and
+:func:`load_scorer` opens any of them from a path, on the device asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from smorm.models.composite import CompositeScorer, is_composite, load_composite
+from smorm.models.devices import preferred_dtype, resolve_device
+from smorm.models.hf_scorer import HFRewardModel, is_sequence_classifier_folder, load_hf_reward_model
+from smorm.models.reward_model import RewardModel, model_folder
+from smorm.types import RewardOutput
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What every scoring path reads (``config``: ``max_length``, ``attributes``, ``mode``)."""
+
+    tokenizer: Any
+    config: Any
+
+    @property
+    def heads(self) -> Any: ...
+
+    def score_token_ids(self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False,
+                        response_starts: Sequence[int] | None = None) -> RewardOutput: ...
+
+
+def looks_like_hub_id(reference: str) -> bool:
+    """``owner/name`` that is not a local path (hub ids never start with ``.``, ``/`` or ``~``)."""
+    return reference.count("/") == 1 and not reference.startswith((".", "/", "~")) and not Path(reference).exists()
+
+
+def load_scorer(path: str | os.PathLike[str], *, device: str | torch.device | None = None,
+                dtype: str | None = None, hf: bool | None = None, max_length: int | None = None,
+                trust_remote_code: bool = False) -> RewardModel | CompositeScorer | HFRewardModel:
+    """Open a run folder, a smorm model folder, a composite folder or a Hugging Face classifier.
+
+    Args:
+        device: where to score (``auto``: the accelerator if present); default: the host.
+        dtype: backbone weight dtype; default bf16 on an accelerator, float32 on the host.
+        hf: True: a Hugging Face ``AutoModelForSequenceClassification`` (folder or hub id); False: a
+            smorm model; None: detected (a classifier ``config.json`` and no ``smorm_config.json``,
+            or an ``owner/name`` that is not a local path).
+        max_length: token budget per sequence (default: the model's own).
+    """
+    reference = str(path)
+    target = resolve_device(str(device)) if device is not None else None
+    folder = model_folder(reference)
+    if hf is None:
+        hf = looks_like_hub_id(reference) or is_sequence_classifier_folder(folder)
+    scorer: RewardModel | CompositeScorer | HFRewardModel
+    if hf:
+        source = str(folder) if folder.exists() else reference
+        weights = preferred_dtype(target, dtype) if target is not None else dtype or "float32"
+        scorer = load_hf_reward_model(source, max_length=max_length, dtype=weights,
+                                      trust_remote_code=trust_remote_code)
+        return scorer.to(target) if target is not None else scorer
+    if not Path(reference).is_dir():
+        raise FileNotFoundError(f"{reference}: no such run or model folder (for a hub model id pass --hf)")
+    if is_composite(reference):
+        scorer = load_composite(reference, trust_remote_code=trust_remote_code, dtype=dtype, device=target)
+    else:
+        scorer = RewardModel.from_pretrained(reference, trust_remote_code=trust_remote_code, dtype=dtype,
+                                             device=target)
+    if max_length is not None:
+        scorer.config.max_length = max_length
+    return scorer
