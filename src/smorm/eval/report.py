@@ -6,11 +6,10 @@ bootstrap interval. Plots go to ``plots/`` beside the report; matplotlib is opti
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from smorm.train.checkpoint import atomic_write_text
+from smorm.io import atomic_write_json, atomic_write_text
 
 MODE_LEGEND = {
     "F": "F = single-objective (BT) head",
@@ -326,6 +325,6 @@ def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> 
     sections += [f"- {note}" for note in report.get("notes", [])]
     markdown = "\n\n".join(part for part in sections if part)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
-    atomic_write_text(json_path, json.dumps(report, indent=2, default=float))
+    atomic_write_json(json_path, report, default=float, newline=False)
     atomic_write_text(md_path, markdown + "\n")
     return EvalReport(report, table, json_path, md_path)

@@ -13,7 +13,6 @@ Reads setup → data → features → stages → save, top to bottom:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from smorm.gating.head import GATE_HEAD, GatingHead, gate_spec
 from smorm.gating.ridge import fit_attribute_ridge, install_multi_head, ratings_matrix
 from smorm.gating.settings import GatingOptions
 from smorm.gating.train_gate import GatePairs, result_dict, train_gate
+from smorm.io import atomic_write_json
 
 REPORT_NAME = "gating.json"
 
@@ -200,9 +200,7 @@ def run_gating(run: Path, pairs: list[str], options: GatingOptions | None = None
     model.save_pretrained(target, backbone_weights=stored)
     report["saved_to"] = str(target)
     report["seconds"] = {k: round(v, 1) for k, v in {**seconds, "total": time.time() - started}.items()}
-    from smorm.train.checkpoint import atomic_write_text
-
-    atomic_write_text(target / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    atomic_write_json(target / REPORT_NAME, report)
     return report
 
 
