@@ -22,11 +22,12 @@ import torch
 
 from smorm.gating.debias import VerbosityDebias, debias_linear_weights, debias_matrix, verbosity_penalties
 from smorm.gating.features import CachedFeatures, SequenceIndex, compute_features
-from smorm.gating.head import GATE_HEAD, GatingHead, gate_spec
 from smorm.gating.ridge import fit_attribute_ridge, install_multi_head, ratings_matrix
 from smorm.gating.settings import GatingOptions
 from smorm.gating.train_gate import GatePairs, result_dict, train_gate
 from smorm.io import atomic_write_json
+from smorm.models.gate_spec import GATE_HEAD, gate_spec
+from smorm.models.heads import GatingHead
 
 REPORT_NAME = "gating.json"
 

@@ -23,11 +23,11 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from smorm.io import replace_folder
+from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.heads import build_head
 from smorm.types import Message, RewardOutput
 
 MODES = ("F", "L", "M", "G")
-GATE_HEAD = "gate"
 CONFIG_NAME = "smorm_config.json"
 HEADS_NAME = "heads.safetensors"
 DELTA_NAME = "backbone_delta.safetensors"
@@ -190,14 +190,12 @@ class RewardModel(nn.Module):
         hidden_size = int(backbone.config.hidden_size)
         heads: dict[str, nn.Module] = {}
         for name, spec in config.heads.items():
-            if name == GATE_HEAD:
-                from smorm.gating.head import build_gate_head
-
-                heads[name] = build_gate_head(hidden_size, len(config.attributes), spec)
-                continue
             spec = dict(spec)
-            kind = spec.pop("kind", "linear")
-            out = int(spec.pop("out", len(config.attributes) if name == "multi" else 1))
+            kind = spec.pop("kind", GATE_HEAD if name == GATE_HEAD else "linear")
+            if (name == GATE_HEAD) != (kind == GATE_HEAD):  # forward() finds the gate by its name
+                raise ValueError(f"heads.{name}: the gate head must be named {GATE_HEAD!r} and be of kind {GATE_HEAD!r}")
+            # The gate weighs the K attributes; out is its number of outputs, as for the multi head.
+            out = int(spec.pop("out", len(config.attributes) if name in ("multi", GATE_HEAD) else 1))
             heads[name] = build_head(kind, hidden_size, out, **spec)
         self.heads = nn.ModuleDict(heads)
         if "multi" in self.heads and not config.attributes:
