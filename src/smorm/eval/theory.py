@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from smorm.eval.metrics import as_float_array
+from smorm.eval.scoring import score_sequences
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,6 @@ def theory_features(model: Any, data: TheoryData, batch_size: int = 16, bf16: bo
                     show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pooled features ``f`` of chosen ``[N_S, d]``, rejected ``[N_S, d]`` and rated ``[N_M, d]`` responses."""
     from smorm.data.formatting import Formatter
-    from smorm.eval.runner import score_sequences
 
     formatter = Formatter(model.tokenizer, model.config.max_length)
     sequences = [formatter.encode(p.prompt, p.chosen).input_ids for p in data.pairs]

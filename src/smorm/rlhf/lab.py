@@ -192,7 +192,7 @@ def bench_specs(settings: BoNSettings) -> list[Any]:
 
 def judges_table(refs: list[ScorerRef], specs: list[Any], settings: BoNSettings, cache_dir: Path) -> dict[str, Any]:
     """Dev-benchmark score of the gold and every proxy in its mode, side by side (cached per model)."""
-    from smorm.eval.runner import headline
+    from smorm.eval.report import headline
     from smorm.rlhf.scorers import folder_fingerprint, load_scorer
 
     reports: dict[Path, dict[str, Any]] = {}
