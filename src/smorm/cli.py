@@ -15,6 +15,7 @@ from rich.markup import escape
 from smorm.cli_options import settings_command
 from smorm.eval.settings import EvalSettings
 from smorm.gating.settings import GateSettings
+from smorm.io import atomic_write_text
 from smorm.rlhf import cli as rlhf_cli
 from smorm.rlhf.settings import BoNSettings, RLSettings
 from smorm.serve.settings import ServeCommand
@@ -145,8 +146,6 @@ def score(
     lines = [json.dumps({**record, **row}) for record, row in zip(records, scores.rows())]
     text = "\n".join(lines) + ("\n" if lines else "")
     if output:
-        from smorm.train.checkpoint import atomic_write_text
-
         atomic_write_text(output, text)
     else:
         sys.stdout.write(text)

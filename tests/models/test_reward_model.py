@@ -8,13 +8,8 @@ import math
 import pytest
 import torch
 
-from smorm.models.reward_model import (
-    RewardModel,
-    RewardModelConfig,
-    last_token_index,
-    pool_last_token,
-    reward_for_mode,
-)
+from smorm.models.pooling import last_token_index, pool_last_token
+from smorm.models.reward_model import RewardModel, RewardModelConfig, reward_for_mode
 from smorm.types import RewardOutput
 
 ATTRS = ["helpfulness", "correctness", "verbosity"]

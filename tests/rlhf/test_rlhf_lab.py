@@ -116,6 +116,7 @@ def test_judges_table_and_summary(lab):
 
 def test_rerun_reuses_pool_and_cached_scores(lab, tiny_llama_dir, monkeypatch):
     import smorm.rlhf.generate
+    import smorm.rlhf.lab
     import smorm.rlhf.scorers
     from smorm.rlhf.lab import run_bon
     from smorm.rlhf.settings import BoNSettings, SamplingConfig
@@ -125,6 +126,7 @@ def test_rerun_reuses_pool_and_cached_scores(lab, tiny_llama_dir, monkeypatch):
 
     monkeypatch.setattr(smorm.rlhf.generate, "load_policy", refuse)
     monkeypatch.setattr(smorm.rlhf.scorers, "load_scorer", refuse)
+    monkeypatch.setattr(smorm.rlhf.lab, "load_scorer", refuse)  # the judges' table loads through this name
     before = read_csv(lab["out"] / "bon.csv")
     settings = BoNSettings(policy=str(tiny_llama_dir), proxies=[str(lab["bt"])], gold=f"{lab['gold']}:M",
                            prompts=str(lab["prompts"]), num_prompts=4, out_dir=lab["out"],

@@ -1,4 +1,5 @@
-"""Checkpoint state round trips through safetensors + JSON; writes are atomic; pruning keeps the newest."""
+"""Checkpoint state round trips through safetensors + JSON; a checkpoint appears whole or not at all;
+pruning keeps the newest. (Atomic file writes themselves: tests/test_io.py.)"""
 
 from __future__ import annotations
 
@@ -39,10 +40,3 @@ def test_checkpoints_are_listed_in_order_pruned_and_partial_ones_ignored(tmp_pat
     assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step-000004", "step-000006"]
     parts, meta = ckpt.read_checkpoint(ckpt.latest_checkpoint(folder), ["trainable"])
     assert meta["step"] == 6 and parts["trainable"]["w"].item() == 6
-
-
-def test_atomic_write_text_replaces_whole_file(tmp_path):
-    target = tmp_path / "report.md"
-    ckpt.atomic_write_text(target, "one")
-    ckpt.atomic_write_text(target, "two")
-    assert target.read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["report.md"]

@@ -7,12 +7,13 @@ tests. Every file is written to a temporary name and renamed, so a crash never l
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from smorm.io import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,15 +25,7 @@ CHOSEN_COLOR, REJECTED_COLOR = "tab:green", "tab:red"
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` as a PNG at ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
-        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight"))
 
 
 def _panels(count: int, width: float = 4.2, height: float = 4.0) -> tuple[Figure, list[Any]]:

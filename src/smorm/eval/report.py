@@ -6,11 +6,11 @@ bootstrap interval. Plots go to ``plots/`` beside the report; matplotlib is opti
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smorm.train.checkpoint import atomic_write_text
+from smorm.io import atomic_write_json, atomic_write_text
 
 MODE_LEGEND = {
     "F": "F = single-objective (BT) head",
@@ -19,6 +19,30 @@ MODE_LEGEND = {
     "G": "G = gated mixture of the attributes (ArmoRM gate)",
 }
 LEVELS = ("normal", "hard", "easy")
+
+
+@dataclass
+class EvalReport:
+    report: dict[str, Any]
+    table: str
+    json_path: Path
+    markdown_path: Path
+
+
+def headline(entry: dict[str, Any], mode: str) -> tuple[float | None, list[float] | None]:
+    """The one number per benchmark and mode shown in tables, with its 95% CI.
+
+    RewardBench / RM-Bench: the overall score; pairs: accuracy; ranked: mean Kendall tau-b
+    (best-of accuracy when no reference scores were given).
+    """
+    result = entry["modes"][mode]
+    if entry["kind"] in ("reward-bench", "rm-bench"):
+        return result["score"], result.get("ci") or result.get("score_ci")
+    if entry["kind"] == "pairs":
+        return result["accuracy"], result.get("ci")
+    if result.get("kendall_tau_b") is not None:
+        return result["kendall_tau_b"], result.get("kendall_tau_b_ci")
+    return result.get("best_of_accuracy"), result.get("best_of_accuracy_ci")
 
 
 def _pct(value: float | None) -> str:
@@ -43,8 +67,6 @@ def _is_ranked(entry: dict[str, Any]) -> bool:
 
 def accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Benchmarks x modes: headline score with 95% bootstrap CI, in percent (tau-b for rankings)."""
-    from smorm.eval.runner import headline
-
     modes = report["modes"]
     rows = []
     for label, entry in report["benchmarks"].items():
@@ -290,10 +312,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> dict[str, dict[str, st
     return written
 
 
-def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> Any:
+def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> EvalReport:
     """Write plots, report.json and report.md into ``out_dir``; returns an ``EvalReport``."""
-    from smorm.eval.runner import EvalReport
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(report, out_dir)
@@ -326,6 +346,6 @@ def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> 
     sections += [f"- {note}" for note in report.get("notes", [])]
     markdown = "\n\n".join(part for part in sections if part)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
-    atomic_write_text(json_path, json.dumps(report, indent=2, default=float))
+    atomic_write_json(json_path, report, default=float, newline=False)
     atomic_write_text(md_path, markdown + "\n")
     return EvalReport(report, table, json_path, md_path)

@@ -14,7 +14,6 @@ A scorer is anything with the scoring surface of :class:`~smorm.models.reward_mo
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from smorm.eval.report import EvalReport, write_reports
+from smorm.eval.scoring import packs_by_default, score_sequences
+from smorm.eval.theory import load_theory_data, run_theorem1
 from smorm.types import Message
 
 BENCH_KINDS = ("reward-bench", "rm-bench", "pairs", "ranked")
@@ -188,87 +189,6 @@ def available_modes(model: Any) -> list[str]:
     return modes
 
 
-def concat_outputs(parts: list[Any]) -> Any:
-    """Concatenate :class:`RewardOutput` parts row-wise (see :func:`smorm.models.scoring.concat_outputs`)."""
-    from smorm.models.scoring import concat_outputs as concat
-
-    return concat(parts)
-
-
-def select_rows(output: Any, index: torch.Tensor) -> Any:
-    """The rows ``index`` of every tensor in a :class:`RewardOutput`."""
-    from smorm.models.scoring import select_rows as select
-
-    return select(output, index)
-
-
-def packs_by_default(model: Any) -> bool:
-    """Shared-prompt packing is on by default for a smorm RewardModel on a causal backbone."""
-    from smorm.models.reward_model import RewardModel
-
-    return isinstance(model, RewardModel) and bool(model.config.is_decoder)
-
-
-def scoring_order(sequences: list[list[int]], response_starts: list[int] | None, pack: bool) -> list[list[int]]:
-    """Chunks of input indices to score, longest first.
-
-    Unpacked: one global length sort, cut every ``chunk`` sequences by the caller. Packed: sequences
-    with identical prompt tokens are kept together (a group is sorted by its longest member, and its
-    members follow each other), so the scorer can encode their prompt once.
-    """
-    if not pack or response_starts is None:
-        return [sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, (sequence, start) in enumerate(zip(sequences, response_starts, strict=True)):
-        key = tuple(sequence[:start]) if 0 < start < len(sequence) else (-1 - index,)  # unique key: no prompt
-        groups.setdefault(key, []).append(index)
-    members = [sorted(group, key=lambda i: -len(sequences[i])) for group in groups.values()]
-    members.sort(key=lambda group: -len(sequences[group[0]]))
-    return members
-
-
-def score_sequences(model: Any, sequences: list[list[int]], batch_size: int, bf16: bool, show_progress: bool,
-                    description: str = "scoring", response_starts: list[int] | None = None,
-                    pack: bool | None = None) -> Any:
-    """Score token sequences in globally length-sorted chunks; rows come back in input order.
-
-    Sorting all sequences once (not per chunk) keeps padding minimal; the chunks only exist so a
-    progress bar can move. ``response_starts`` is passed on to scorers that take it (a gate
-    reads the prompt's last token). ``pack`` (default: :func:`packs_by_default`) encodes a prompt
-    shared by several sequences once; a chunk never splits such a group.
-    """
-    from tqdm.auto import tqdm
-
-    parameters = inspect.signature(model.score_token_ids).parameters
-    takes_starts = "response_starts" in parameters
-    if pack is None:
-        pack = packs_by_default(model)
-    pack = bool(pack and "pack" in parameters and takes_starts and response_starts is not None)
-    chunk = max(batch_size * 8, 1)
-    chunks: list[list[int]] = []
-    for group in scoring_order(sequences, response_starts, pack):
-        if pack and chunks and len(chunks[-1]) + len(group) <= chunk:
-            chunks[-1].extend(group)
-        elif pack:
-            chunks.append(list(group))
-        else:
-            chunks.extend(group[start : start + chunk] for start in range(0, len(group), chunk))
-    parts = []
-    with tqdm(total=len(sequences), desc=description, unit="seq", disable=not show_progress) as bar:
-        for rows in chunks:
-            kwargs: dict[str, Any] = {"batch_size": batch_size, "autocast_bf16": bf16}
-            if takes_starts and response_starts is not None:
-                kwargs["response_starts"] = [response_starts[i] for i in rows]
-            if pack:
-                kwargs["pack"] = True
-            parts.append(model.score_token_ids([sequences[i] for i in rows], **kwargs))
-            bar.update(len(rows))
-    order = [i for rows in chunks for i in rows]
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-    return select_rows(concat_outputs(parts), inverse)
-
-
 def evaluate_model(model: Any, specs: list[BenchSpec], batch_size: int = 16, bf16: bool = False,
                    show_progress: bool = True, modes: list[str] | None = None, pack: bool | None = None,
                    on_error: str | None = None) -> dict[str, Any]:
@@ -397,32 +317,8 @@ def _indices(row: dict[str, Any]) -> list[int]:
     return out
 
 
-def headline(entry: dict[str, Any], mode: str) -> tuple[float | None, list[float] | None]:
-    """The one number per benchmark and mode shown in tables, with its 95% CI.
-
-    RewardBench / RM-Bench: the overall score; pairs: accuracy; ranked: mean Kendall tau-b
-    (best-of accuracy when no reference scores were given).
-    """
-    result = entry["modes"][mode]
-    if entry["kind"] in ("reward-bench", "rm-bench"):
-        return result["score"], result.get("ci") or result.get("score_ci")
-    if entry["kind"] == "pairs":
-        return result["accuracy"], result.get("ci")
-    if result.get("kendall_tau_b") is not None:
-        return result["kendall_tau_b"], result.get("kendall_tau_b_ci")
-    return result.get("best_of_accuracy"), result.get("best_of_accuracy_ci")
-
-
 # ---------------------------------------------------------------------------------------
 # a run, a model folder or a hub id -> report files
-
-
-@dataclass
-class EvalReport:
-    report: dict[str, Any]
-    table: str
-    json_path: Path
-    markdown_path: Path
 
 
 def load_scorer_for(run: str | Path, hf: bool | None = None, max_length: int | None = None,
@@ -449,8 +345,6 @@ def evaluate_run(run: str | Path, specs: list[BenchSpec], out_dir: Path, batch_s
     benchmark's ``BenchSpec.on_error``; skipped rows are counted per reason in the report.
     ``device``: where to score (``auto``: the accelerator if present; default: the host).
     """
-    from smorm.eval.report import write_reports
-    from smorm.eval.theory import load_theory_data, run_theorem1
 
     if not specs and not theory:
         raise ValueError("nothing to do: give at least one benchmark (--bench KIND:PATH) or --theory")

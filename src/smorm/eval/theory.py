@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from smorm.eval.metrics import as_float_array
+from smorm.eval.scoring import score_sequences
 
 
 @dataclass(frozen=True)
@@ -230,10 +231,10 @@ def run_config_path(run: str | Path) -> Path:
 
 
 def load_run_config(run: str | Path) -> Any:
-    """The :class:`~smorm.train.config.RunConfig` a run was trained with (its ``config.json``)."""
+    """The :class:`~smorm.run_config.RunConfig` a run was trained with (its ``config.json``)."""
     from pydantic import ValidationError
 
-    from smorm.train.config import RunConfig
+    from smorm.run_config import RunConfig
 
     path = run_config_path(run)
     if not path.is_file():
@@ -257,7 +258,7 @@ def seeded_sample(records: list[Any], size: int, seed: int) -> list[Any]:
 
 def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed: int = 0) -> TheoryData:
     """Read and validate the run's D_S and D_M and take a seeded sample of each (no model needed)."""
-    from smorm.train.prepare import load_training_data
+    from smorm.data.run_data import load_run_data  # torch: smorm.eval imports without it
 
     if sample < 2:
         raise ValueError(f"the Theorem 1 sample needs at least 2 records of each set, got {sample}")
@@ -266,7 +267,8 @@ def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed:
     if not config.data.pairs or not config.data.ratings:
         missing = "D_S (data.pairs)" if not config.data.pairs else "D_M (data.ratings)"
         raise ValueError(f"{path}: the run has no {missing}; Theorem 1 couples a pairwise set and a rated set")
-    loaded = load_training_data(config)
+    loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
+                           on_error=config.data.on_error, attributes=config.data.attributes)
     complete = [r for r in loaded.ratings if all(name in r.ratings for name in loaded.attributes)]
     if len(loaded.pairs) < 2 or len(complete) < 2:
         raise ValueError(f"{path}: Theorem 1 needs at least 2 pairs and 2 rated responses with every attribute "
@@ -288,7 +290,6 @@ def theory_features(model: Any, data: TheoryData, batch_size: int = 16, bf16: bo
                     show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pooled features ``f`` of chosen ``[N_S, d]``, rejected ``[N_S, d]`` and rated ``[N_M, d]`` responses."""
     from smorm.data.formatting import Formatter
-    from smorm.eval.runner import score_sequences
 
     formatter = Formatter(model.tokenizer, model.config.max_length)
     sequences = [formatter.encode(p.prompt, p.chosen).input_ids for p in data.pairs]

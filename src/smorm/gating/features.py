@@ -15,9 +15,6 @@ resumes where it stopped (as :mod:`smorm.train.cache` does for training features
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +22,8 @@ from typing import Any
 
 import torch
 
+from smorm.io import atomic_save_tensors, atomic_write_json
 from smorm.train.cache import fingerprint, sequences_fingerprint
-from smorm.train.checkpoint import atomic_write_text
 
 ComputeFn = Callable[[list[list[int]], list[int]], tuple[torch.Tensor, torch.Tensor]]
 """``(token id lists, response starts) -> (features [n, d], prompt_features [n, d])``."""
@@ -94,7 +91,7 @@ class GatingFeatureCache:
         show_progress: bool = True,
     ) -> CachedFeatures:
         """Compute the missing shards (length-sorted batches within a shard), then load all of them."""
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
         from tqdm.auto import tqdm
 
         if batch_size < 1:
@@ -121,10 +118,7 @@ class GatingFeatureCache:
                     "features": torch.cat([p[0] for p in parts]).float().contiguous(),
                     "prompt_features": torch.cat([p[1] for p in parts]).float().contiguous(),
                 }
-                fd, tmp = tempfile.mkstemp(prefix=".shard-", dir=self.root)
-                os.close(fd)
-                save_file(tensors, tmp)
-                os.replace(tmp, self.shard_path(shard))
+                atomic_save_tensors(self.shard_path(shard), tensors)
         return self._load(total, num_shards, load_file)
 
     def _load(self, total: int, num_shards: int, load_file: Any) -> CachedFeatures:
@@ -142,8 +136,9 @@ class GatingFeatureCache:
             seen[rows] = True
         if features is None or prompt_features is None or not bool(seen.all()):
             raise RuntimeError(f"gating feature cache {self.root} is incomplete; delete it and run again")
-        atomic_write_text(self.root / "index.json", json.dumps(
-            {"sequences": total, "shards": num_shards, "hidden_size": int(features.shape[1])}))
+        atomic_write_json(self.root / "index.json",
+                          {"sequences": total, "shards": num_shards, "hidden_size": int(features.shape[1])},
+                          indent=None, newline=False)
         return CachedFeatures(features=features, prompt_features=prompt_features, root=self.root)
 
 

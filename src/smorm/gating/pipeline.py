@@ -13,7 +13,6 @@ Reads setup → data → features → stages → save, top to bottom:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,13 @@ import torch
 
 from smorm.gating.debias import VerbosityDebias, debias_linear_weights, debias_matrix, verbosity_penalties
 from smorm.gating.features import CachedFeatures, SequenceIndex, compute_features
-from smorm.gating.head import GATE_HEAD, GatingHead, gate_spec
 from smorm.gating.ridge import fit_attribute_ridge, install_multi_head, ratings_matrix
 from smorm.gating.settings import GatingOptions
 from smorm.gating.train_gate import GatePairs, result_dict, train_gate
+from smorm.io import atomic_write_json
 from smorm.models.devices import module_device
+from smorm.models.gate_spec import GATE_HEAD, gate_spec
+from smorm.models.heads import GatingHead
 
 REPORT_NAME = "gating.json"
 
@@ -202,9 +203,7 @@ def run_gating(run: Path, pairs: list[str], options: GatingOptions | None = None
     model.save_pretrained(target, backbone_weights=stored)
     report["saved_to"] = str(target)
     report["seconds"] = {k: round(v, 1) for k, v in {**seconds, "total": time.time() - started}.items()}
-    from smorm.train.checkpoint import atomic_write_text
-
-    atomic_write_text(target / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    atomic_write_json(target / REPORT_NAME, report)
     return report
 
 

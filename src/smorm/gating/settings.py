@@ -10,12 +10,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from smorm.models.gate_spec import DEFAULT_BETA_INIT, DEFAULT_DROPOUT, DEFAULT_HIDDEN_SIZES
 from smorm.settings import DEVICE_HELP, Strict
-
-# 004 Sec. 4: three hidden layers of 1024; the released code's dropout; β's initial value.
-DEFAULT_HIDDEN_SIZES = (1024, 1024, 1024)
-DEFAULT_DROPOUT = 0.2
-DEFAULT_BETA_INIT = 100.0
 
 
 class GateTrainOptions(Strict):

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from smorm.gating.head import GatingHead
 from smorm.gating.settings import GateTrainOptions
 from smorm.losses.pairwise import bt_loss
+from smorm.models.heads import GatingHead
 
 
 @dataclass

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smorm.io import read_json
+
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -177,7 +179,7 @@ def _is_valid_conversion(folder: Path, gguf_path: Path) -> bool:
     if not marker.is_file():
         return False
     try:
-        recorded = json.loads(marker.read_text())
+        recorded = read_json(marker)
     except (OSError, json.JSONDecodeError):
         return False
     fingerprint = gguf_fingerprint(gguf_path)
@@ -346,7 +348,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
-    saved_config = json.loads((out_dir / "config.json").read_text())
+    saved_config = read_json(out_dir / "config.json")
     if "quantization_config" in saved_config:
         raise RuntimeError(f"converting {gguf_path}: the saved config still carries quantization_config")
     saved = {}

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from smorm.io import atomic_write_text, read_json
 from smorm.models.reward_model import (
     CONFIG_NAME,
     GATE_HEAD,
@@ -89,14 +90,14 @@ def member_config(path: Path) -> RewardModelConfig:
     config_path = model_folder(path) / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{path} is not a smorm model or run folder (no {CONFIG_NAME} in it or its model/)")
-    return RewardModelConfig.from_dict(json.loads(config_path.read_text()))
+    return RewardModelConfig.from_dict(read_json(config_path))
 
 
 def read_composite(folder: str | os.PathLike[str]) -> CompositeSpec:
     """Read and check ``folder/smorm_composite.json``; errors name the file and the field."""
     path = Path(folder) / COMPOSITE_NAME
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
     return parse_spec(raw, str(path))
@@ -142,8 +143,6 @@ def _stored_path(member: Path, folder: Path) -> str:
 
 def write_composite(folder: str | os.PathLike[str], spec: CompositeSpec) -> Path:
     """Check ``spec`` against its members, then write ``folder/smorm_composite.json`` atomically."""
-    from smorm.train.checkpoint import atomic_write_text
-
     folder = Path(folder)
     path = folder / COMPOSITE_NAME
     spec = parse_spec(dict(spec.__dict__), str(path))

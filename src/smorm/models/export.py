@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from smorm.io import replace_folder
 from smorm.models.heads import LinearHead
 from smorm.models.reward_model import RewardModel
 
@@ -305,12 +306,7 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     if out_dir.exists():
         if not (out_dir / EXPORT_META_NAME).is_file():
             raise FileExistsError(f"{out_dir} exists and is not a smorm export; refusing to replace it")
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    replace_folder(tmp, out_dir)
 
 
 def export_run(run: str | os.PathLike[str], out_dir: str | os.PathLike[str], mode: str = "F",

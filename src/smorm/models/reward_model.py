@@ -22,12 +22,15 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from smorm.io import replace_folder
 from smorm.models.devices import attention_implementation, host_device, preferred_dtype, resolve_device
+from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.heads import build_head
+from smorm.models.pooling import pool_last_token, position_ids_from_mask, prompt_positions
+from smorm.models.scoring import score_token_ids
 from smorm.types import Message, RewardOutput
 
 MODES = ("F", "L", "M", "G")
-GATE_HEAD = "gate"
 CONFIG_NAME = "smorm_config.json"
 HEADS_NAME = "heads.safetensors"
 DELTA_NAME = "backbone_delta.safetensors"
@@ -111,49 +114,6 @@ class Scores:
         return rows
 
 
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each row, whatever the padding side.
-
-    Args:
-        attention_mask: ``[N, T]`` with 1 on real tokens.
-    Returns:
-        ``[N]`` long: the largest position holding a 1.
-    """
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (attention_mask.long() * positions).argmax(dim=-1)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """``[N, T]`` positions counting real tokens only, so left padding does not shift them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def pool_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``[N, T, d], [N, T] -> [N, d]``: the hidden state at each row's last real token."""
-    index = last_token_index(attention_mask)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-
-
-def prompt_positions(attention_mask: torch.Tensor, prompt_last_index: torch.Tensor) -> torch.Tensor:
-    """Padded positions of each row's last prompt token, whatever the padding side.
-
-    Args:
-        attention_mask: ``[N, T]`` with 1 on real tokens.
-        prompt_last_index: ``[N]`` index of the prompt's last token counted from the row's first real
-            token (``EncodedSequence.response_start - 1``).
-    Returns:
-        ``[N]`` long positions into the padded rows.
-    """
-    lengths = attention_mask.long().sum(-1)
-    index = prompt_last_index.to(device=attention_mask.device, dtype=torch.long)
-    if index.shape != lengths.shape:
-        raise ValueError(f"prompt_last_index has shape {tuple(index.shape)}, expected ({lengths.shape[0]},)")
-    if bool(((index < 0) | (index >= lengths)).any()):
-        raise ValueError("prompt_last_index must lie inside each row's real tokens")
-    leading_padding = (attention_mask.long().cumsum(-1) == 0).sum(-1)
-    return leading_padding + index
-
-
 def reward_for_mode(output: RewardOutput, mode: str) -> torch.Tensor:
     """``[N]`` reward of an inference mode (000 Sec. 3: SMORM-F, -L, -M; 004 Sec. 3.2: G)."""
     if mode not in MODES:
@@ -196,14 +156,12 @@ class RewardModel(nn.Module):
         hidden_size = int(backbone.config.hidden_size)
         heads: dict[str, nn.Module] = {}
         for name, spec in config.heads.items():
-            if name == GATE_HEAD:
-                from smorm.gating.head import build_gate_head
-
-                heads[name] = build_gate_head(hidden_size, len(config.attributes), spec)
-                continue
             spec = dict(spec)
-            kind = spec.pop("kind", "linear")
-            out = int(spec.pop("out", len(config.attributes) if name == "multi" else 1))
+            kind = spec.pop("kind", GATE_HEAD if name == GATE_HEAD else "linear")
+            if (name == GATE_HEAD) != (kind == GATE_HEAD):  # forward() finds the gate by its name
+                raise ValueError(f"heads.{name}: the gate head must be named {GATE_HEAD!r} and be of kind {GATE_HEAD!r}")
+            # The gate weighs the K attributes; out is its number of outputs, as for the multi head.
+            out = int(spec.pop("out", len(config.attributes) if name in ("multi", GATE_HEAD) else 1))
             heads[name] = build_head(kind, hidden_size, out, **spec)
         self.heads = nn.ModuleDict(heads)
         if "multi" in self.heads and not config.attributes:
@@ -383,8 +341,6 @@ class RewardModel(nn.Module):
 
         See :func:`smorm.models.scoring.score_token_ids`.
         """
-        from smorm.models.scoring import score_token_ids
-
         return score_token_ids(self, sequences, batch_size, autocast_bf16, response_starts, with_prompt_features,
                                pack)
 
@@ -418,13 +374,7 @@ class RewardModel(nn.Module):
                 save_file(delta, tmp / DELTA_NAME)
             self.tokenizer.save_pretrained(tmp)
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
+            replace_folder(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

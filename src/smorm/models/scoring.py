@@ -18,12 +18,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from smorm.models.devices import autocast, module_device, move_to
-from smorm.models.reward_model import GATE_HEAD, RewardModel, pool_last_token
+from smorm.models.gate_spec import GATE_HEAD
+from smorm.models.pooling import pool_last_token
 from smorm.types import RewardOutput
+
+if TYPE_CHECKING:  # annotations only: reward_model imports this module to score
+    from smorm.models.reward_model import RewardModel
 
 PACKABLE_ATTENTION = ("sdpa", "eager")
 

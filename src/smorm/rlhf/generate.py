@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from smorm.data.spec import PromptRecord
+from smorm.io import atomic_write_json, atomic_write_text, read_json
 from smorm.models.devices import module_device, resolve_device
 from smorm.rlhf.settings import SamplingConfig
 from smorm.types import Message
@@ -236,10 +237,8 @@ def _parse_entry(line: str, origin: str) -> PoolEntry:
 
 
 def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
-    from smorm.train.checkpoint import atomic_write_text
-
     if meta_path.is_file():
-        existing = json.loads(meta_path.read_text())
+        existing = read_json(meta_path)
         for key in ("policy", "dtype", "sampling", "prompt_keys"):
             if existing.get(key) != meta.get(key):
                 raise ValueError(
@@ -247,13 +246,11 @@ def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
                     f"({json.dumps(existing.get(key))[:200]}); use another pool path or the same settings"
                 )
         return
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(meta_path, meta)
 
 
 def _rewrite_complete(path: Path, entries: list[PoolEntry]) -> None:
     """Drop a partial last line so appends start on a fresh line."""
-    from smorm.train.checkpoint import atomic_write_text
-
     text = "".join(json.dumps(asdict(e)) + "\n" for e in entries)
     if not path.is_file() or path.read_text() != text:
         atomic_write_text(path, text)

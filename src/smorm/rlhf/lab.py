@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from smorm.io import atomic_write_json, read_json
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
 from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired_gold_difference
@@ -87,7 +88,6 @@ def compute_curves(
 def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Run the whole Best-of-N experiment; returns (and writes) ``summary.json``."""
     from smorm.rlhf.plots import attribute_rows, bon_rows, plot_attributes, plot_bon, write_csv
-    from smorm.train.checkpoint import atomic_write_text
 
     started = time.time()
     out = Path(settings.out_dir)
@@ -134,7 +134,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> 
         "seconds": {"prompts_and_pool": round(generated - started, 1), "scoring": round(scored - generated, 1),
                     "total": round(time.time() - started, 1)},
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_json(out / "summary.json", summary, default=str)
     log(curve_table(curves))
     log(comparison["table"])
     if bench:
@@ -194,17 +194,16 @@ def bench_specs(settings: BoNSettings) -> list[Any]:
 
 def judges_table(refs: list[ScorerRef], specs: list[Any], settings: BoNSettings, cache_dir: Path) -> dict[str, Any]:
     """Dev-benchmark score of the gold and every proxy in its mode, side by side (cached per model)."""
-    from smorm.eval.runner import headline
+    from smorm.eval.report import headline
     from smorm.rlhf.scorers import folder_fingerprint
-    from smorm.train.checkpoint import atomic_write_text
 
     reports: dict[Path, dict[str, Any]] = {}
     for folder in dict.fromkeys(model_folder(r.path) for r in refs):
         key = json.dumps([folder_fingerprint(folder), [asdict(s) for s in specs], settings.bf16])
         stem = folder.parent.name if folder.name == "model" else folder.name
         cache = cache_dir / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-        if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
-            reports[folder] = json.loads(cache.read_text())["report"]
+        if cache.is_file() and read_json(cache).get("key") == key:
+            reports[folder] = read_json(cache)["report"]
             continue
         from smorm.eval.runner import evaluate_model
 
@@ -212,7 +211,7 @@ def judges_table(refs: list[ScorerRef], specs: list[Any], settings: BoNSettings,
         report = evaluate_model(scorer, specs, batch_size=settings.score_batch_size, bf16=settings.bf16,
                                 show_progress=False)
         report["default_mode"] = str(getattr(scorer.config, "mode", "F"))
-        atomic_write_text(cache, json.dumps({"key": key, "report": report}, default=str) + "\n")
+        atomic_write_json(cache, {"key": key, "report": report}, indent=None, default=str)
         reports[folder] = report
     labels = [s.label for s in specs]
     rows = []

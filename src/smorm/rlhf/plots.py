@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from smorm.io import atomic_write_text
 from smorm.rlhf.bon import BoNCurve
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
     """Write a CSV atomically; floats with 6 significant digits."""
-    from smorm.train.checkpoint import atomic_write_text
-
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from smorm.data.spec import PromptRecord
+from smorm.io import read_json
 from smorm.rlhf.generate import prompt_key
 
 
@@ -44,7 +45,7 @@ def read_run_config(reference: str | Path) -> Any:
 
     path = run_folder(reference) / "config.json"
     try:
-        return RunConfig.model_validate(json.loads(path.read_text()))
+        return RunConfig.model_validate(read_json(path))
     except Exception as error:  # noqa: BLE001 - pydantic and JSON errors are shown with the file
         raise ValueError(f"{path}: not a smorm run config: {error}") from None
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from smorm.integrations.trl import SmormRewardFunction, to_prompt_response
+from smorm.io import atomic_write_json
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
 from smorm.rlhf.scorers import parse_scorer
@@ -242,7 +243,6 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
 
     from smorm.models.backbone import ensure_chat_template, ensure_pad_token, resolve_backbone
     from smorm.rlhf.prompts import file_prompts, heldout_prompts
-    from smorm.train.checkpoint import atomic_write_text
 
     if settings.num_generations < 2:
         raise ValueError("RLOO needs num_generations >= 2 (the leave-one-out baseline)")
@@ -307,5 +307,5 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
         "trl_log": trainer.state.log_history,
         "seconds": round(time.time() - started, 1),
     }
-    atomic_write_text(out / "rl_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_json(out / "rl_summary.json", summary, default=str)
     return summary

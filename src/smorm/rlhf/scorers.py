@@ -12,7 +12,6 @@ files (names, sizes, modification times) and the pool file, so a changed model o
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from smorm.io import atomic_write_json, read_json
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
 from smorm.rlhf.generate import PoolEntry
@@ -142,7 +142,6 @@ def pool_scores(
 ) -> PoolScores:
     """Score a pool with the model at ``path`` (or read the cached scores)."""
     from smorm.models.reward_model import GATE_HEAD
-    from smorm.train.checkpoint import atomic_write_text
 
     folder = model_folder(path)
     cache_file = None
@@ -152,7 +151,7 @@ def pool_scores(
         stem = (folder.name if folder.name != "model" else folder.parent.name).replace(os.sep, "_")
         cache_file = cache_dir / f"{stem}-{key}.json"
         if cache_file.is_file():
-            return PoolScores.from_json(json.loads(cache_file.read_text()))
+            return PoolScores.from_json(read_json(cache_file))
     sizes = {len(e.responses) for e in entries}
     if len(sizes) != 1:
         raise ValueError(f"{pool_file}: prompts have different numbers of responses {sorted(sizes)}")
@@ -169,5 +168,5 @@ def pool_scores(
                         shaped(output.gate_weights), str(getattr(scorer.config, "mode", "F")),
                         shaped(output.extra.get(GATE_HEAD)))
     if cache_file is not None:
-        atomic_write_text(cache_file, json.dumps({"model": str(folder), **scores.to_json()}) + "\n")
+        atomic_write_json(cache_file, {"model": str(folder), **scores.to_json()}, indent=None)
     return scores

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from smorm.train.checkpoint import atomic_write_text
+from smorm.io import atomic_save_tensors, atomic_write_json
 
 
 def fingerprint(*parts: object) -> str:
@@ -68,7 +66,7 @@ class FeatureCache:
 
         ``compute`` maps a list of token sequences to one tensor per sequence (padding removed).
         """
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
         from tqdm.auto import tqdm
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -86,11 +84,9 @@ class FeatureCache:
                     for index, feature in zip(chunk, compute([list(sequences[i]) for i in chunk])):
                         features[str(index)] = feature.detach().contiguous().cpu()
                     bar.update(len(chunk))
-                fd, tmp = tempfile.mkstemp(prefix=".shard-", dir=self.root)
-                os.close(fd)
-                save_file(features, tmp)
-                os.replace(tmp, self._shard_path(shard))
-        atomic_write_text(self.root / "index.json", json.dumps({"sequences": len(sequences), "shards": num_shards}))
+                atomic_save_tensors(self._shard_path(shard), features)
+        atomic_write_json(self.root / "index.json", {"sequences": len(sequences), "shards": num_shards}, indent=None,
+                          newline=False)
         loaded: list[torch.Tensor | None] = [None] * len(sequences)
         for shard in range(num_shards):
             for key, tensor in load_file(self._shard_path(shard)).items():

@@ -8,13 +8,14 @@ run killed at any moment leaves either a whole checkpoint or none.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from smorm.io import read_json, replace_folder
 
 PREFIX = "step-"
 
@@ -60,7 +61,7 @@ def load_state(path: Path) -> Any:
     from safetensors.torch import load_file
 
     tensors = load_file(str(path) + ".safetensors")
-    return _unflatten(json.loads(Path(str(path) + ".json").read_text()), tensors)
+    return _unflatten(read_json(str(path) + ".json"), tensors)
 
 
 def write_checkpoint(folder: Path, step: int, parts: dict[str, Any], meta: dict[str, Any], keep: int) -> Path:
@@ -72,9 +73,7 @@ def write_checkpoint(folder: Path, step: int, parts: dict[str, Any], meta: dict[
         for name, state in parts.items():
             save_state(tmp / name, state)
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -97,19 +96,6 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def read_checkpoint(path: Path, parts: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    meta = json.loads((path / "meta.json").read_text())
+    meta = read_json(path / "meta.json")
     return {name: load_state(path / name) for name in parts}, meta
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -1,214 +1,32 @@
-"""Typed run configuration: the one place every option is documented.
+"""Reading a run config: a YAML file, ``key=value`` overrides, data paths resolved, validated.
 
-A YAML file is parsed into :class:`RunConfig`; ``key=value`` overrides from the command line use
-dotted paths (``train.lr=1e-5``, ``data.pairs.0.limit=100``) and YAML 1.2 values (:mod:`smorm.settings`).
-Defaults follow the SMORM paper's Table 10 (000 App. G) for full fine-tuning.
+The typed models themselves (:class:`RunConfig` and its sections) live in :mod:`smorm.run_config`,
+below both training and evaluation, and are importable from here as well. ``key=value`` overrides
+use dotted paths (``train.lr=1e-5``, ``data.pairs.0.limit=100``) and YAML 1.2 values
+(:mod:`smorm.settings`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
-
-from smorm.settings import Strict, apply_overrides, load_mapping, validate_settings
+from smorm.run_config import (
+    BenchConfig,
+    DataConfig,
+    DataSource,
+    EvalConfig,
+    HeadConfig,
+    LoraOptions,
+    LossConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from smorm.settings import apply_overrides, load_mapping, validate_settings
 from smorm.train.tracking import check_tracker_packages
 
-
-class DataSource(Strict):
-    """One data file or dataset."""
-
-    path: str = Field(description="file, folder or hf:owner/name[:split]; relative paths are from the config file")
-    format: str = Field("auto", description="data adapter name (see `smorm ls`), or auto")
-    name: str | None = Field(None, description="source name (default: from the path)")
-    limit: int | None = Field(None, ge=1, description="use the first N valid records")
-    sample: int | None = Field(
-        None, ge=1, description="use a seeded random N valid records, chosen by content (not file order); "
-        "fewer valid records keep them all; not with limit",
-    )
-    seed: int = Field(0, description="seed of sample")
-    options: dict[str, Any] = Field(default_factory=dict, description="adapter options (scales, renames, views)")
-    on_error: Literal["error", "skip"] | None = Field(None, description="per-source override of data.on_error")
-
-    @model_validator(mode="after")
-    def _limit_or_sample(self) -> DataSource:
-        if self.limit is not None and self.sample is not None:
-            raise ValueError(f"{self.path}: give limit (the first N) or sample (a seeded random N), not both")
-        return self
-
-
-class HeadConfig(Strict):
-    kind: str = Field("linear", description="head kind: linear | mlp")
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelConfig(Strict):
-    backbone: str = Field("smollm2-135m-instruct", description="short name, HF id or folder, or .gguf file")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="backbone weight dtype")
-    trust_remote_code: bool = Field(False, description="let transformers run code from the model folder")
-    heads: dict[str, HeadConfig] = Field(
-        default_factory=lambda: {"single": HeadConfig(), "multi": HeadConfig()},
-        description="heads by name: single (BT), multi (attributes), length (ODIN)",
-    )
-    mode: Literal["F", "L", "M"] = Field("F", description="default inference mode")
-    with_lm_head: bool = Field(False, description="keep the LM head (GRM losses)")
-
-
-class DataConfig(Strict):
-    pairs: list[DataSource] = Field(default_factory=list, description="pairwise preference data D_S")
-    ratings: list[DataSource] = Field(default_factory=list, description="attribute-rated data D_M")
-    attributes: list[str] | None = Field(None, description="attribute names (default: all found in ratings)")
-    max_length: int = Field(512, ge=8, description="tokens per prompt+response; prompt is cut from the left")
-    on_error: Literal["error", "skip"] = Field("error", description="bad records: stop, or skip and count")
-
-
-class LossConfig(Strict):
-    name: str = Field(description="registered loss name (see `smorm ls`)")
-    weight: float = Field(1.0, description="weight in the summed objective")
-    head: str | None = Field(None, description="head the loss reads (default: single for pair losses, multi for regression)")
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class LoraOptions(Strict):
-    """peft LoRA on the backbone (trunk: lora); the heads always train in full."""
-
-    r: int = Field(8, ge=1, description="LoRA rank")
-    alpha: int = Field(16, ge=1, description="LoRA scaling alpha (the update is scaled by alpha / r)")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
-    target_modules: list[str] | str = Field("all-linear", description="modules that get adapters (peft's "
-                                            "target_modules: a list of names, or all-linear)")
-
-
-class TrainConfig(Strict):
-    trunk: Literal["full", "top_k", "frozen", "lora"] = Field("full", description="which backbone weights train")
-    top_k: int = Field(2, ge=1, description="top layers trained in top_k mode")
-    lora: LoraOptions = Field(default_factory=LoraOptions)
-    epochs: float = Field(1.0, gt=0, description="passes over D_S (or D_M when there is no D_S)")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
-    pair_batch_size: int = Field(16, ge=1, description="pairs per step (Table 10: 16)")
-    rating_batch_size: int = Field(16, ge=1, description="rated responses per step")
-    balance_sources: bool = Field(
-        False,
-        description="give every pair source an equal share of each pair batch (MORE, 003 App. C: "
-        "5 sources x 16); each source is cycled on its own, an epoch is still |D_S| / pair_batch_size steps",
-    )
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
-    lr: float = Field(5e-6, gt=0, description="AdamW learning rate (Table 10: 5e-6)")
-    head_lr: float | None = Field(None, gt=0, description="learning rate for heads (default: lr)")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (Table 10: 0)")
-    warmup_ratio: float = Field(0.03, ge=0, le=1, description="Table 10: 0.03")
-    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule after "
-                                                               "warmup (Table 10: cosine)")
-    max_grad_norm: float | None = Field(1.0, description="gradient clipping (None: off)")
-    precision: Literal["fp32", "bf16", "auto"] = Field(
-        "fp32", description="bf16 autocast (Table 10 trains in bf16); auto: bf16 where the device multiplies "
-        "bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX), else fp32")
-    seed: int = Field(42, description="seed of head initialisation, batch order and dropout")
-    checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps (0: off)")
-    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
-    log_every: int = Field(1, ge=1, description="write metrics (metrics.jsonl, trackers) every N steps")
-    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
-        default_factory=list,
-        description="also send the metrics of metrics.jsonl to these trackers (through accelerate), a name or a "
-        "list: tensorboard (events in <output_dir>/tensorboard/smorm), wandb, mlflow (both set up by their own "
-        "environment variables); none or [] for none; each needs its package installed",
-    )
-    cache_dir: str | None = Field(None, description="feature cache folder (default: <output_dir>/cache)")
-    cache_batch_size: int = Field(16, ge=1, description="sequences per forward pass when caching the lower "
-                                  "layers (top_k) or features (frozen)")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward instead of "
-                                         "storing them: less memory, ~30% more compute (large backbones)")
-    shared_prompt: bool = Field(False, description="encode each pair's prompt once (causal backbones; 4D mask)")
-
-    @field_validator("report_to", mode="before")
-    @classmethod
-    def _report_to_list(cls, value: Any) -> Any:
-        """``report_to: wandb`` reads as ``[wandb]``, ``none`` or empty as ``[]``; a repeated name counts once."""
-        names = [] if value is None else [value] if isinstance(value, str) else value
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            return value  # pydantic reports the type
-        return list(dict.fromkeys(name for name in names if name != "none"))
-
-
-class BenchConfig(Strict):
-    kind: str = Field(description="benchmark name: reward-bench | rm-bench | pairs | ranked")
-    path: str
-    limit: int | None = Field(None, ge=1, description="use the first N items")
-    sample: int | None = Field(
-        None, ge=1, description="use a seeded random N items, chosen by content (with limit: of the first N)"
-    )
-    seed: int = 0
-    name: str | None = None
-    on_error: Literal["error", "skip"] = Field(
-        "error", description="a structurally broken item: stop with file:line, or skip it and count it in the "
-        "report (a blank response is not broken: it is scored and counted)",
-    )
-
-
-class EvalConfig(Strict):
-    benches: list[BenchConfig] = Field(default_factory=list, description="benchmarks the run is evaluated on "
-                                       "(by the demo, and by smorm eval RUN without --bench)")
-    batch_size: int = Field(16, ge=1, description="sequences per forward pass")
-    precision: Literal["fp32", "bf16", "auto"] = Field("fp32", description="bf16 autocast when scoring (auto: "
-                                                       "where the device multiplies bf16 natively)")
-    modes: list[Literal["F", "L", "M"]] = Field(default_factory=lambda: ["F", "L", "M"],
-                                               description="inference modes reported")
-
-
-class RunConfig(Strict):
-    method: str = Field("smorm", description="a name for reports")
-    output_dir: str = Field("runs/smorm", description="run folder: model, checkpoints, logs, report")
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    losses: list[LossConfig] = Field(
-        default_factory=lambda: [LossConfig(name="bt"), LossConfig(name="regression")],
-        description="the objective: a weighted sum of registered losses, each {name, weight, head, options} "
-        "(default: bt + regression, 000 Eq. 5)",
-    )
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-
-    @field_validator("losses")
-    @classmethod
-    def _losses_known(cls, losses: list[LossConfig]) -> list[LossConfig]:
-        from smorm.losses import get_loss, validate_options
-
-        if not losses:
-            raise ValueError("at least one loss is needed")
-        for loss in losses:
-            try:
-                get_loss(loss.name)
-            except KeyError as error:  # pydantic reports ValueErrors, not KeyErrors
-                raise ValueError(error.args[0]) from None
-            validate_options(loss.name, loss.options)
-        return losses
-
-    @model_validator(mode="after")
-    def _data_matches_losses(self) -> RunConfig:
-        from smorm.losses import get_loss
-
-        needs = set().union(*(get_loss(loss.name).needs for loss in self.losses))
-        if "pairs" in needs and not self.data.pairs:
-            raise ValueError("the losses need pairwise data but data.pairs is empty")
-        if "ratings" in needs and not self.data.ratings:
-            raise ValueError("the losses need rated data but data.ratings is empty")
-        if "ratings" in needs and "multi" not in self.model.heads:
-            raise ValueError("a rating loss needs a 'multi' head in model.heads")
-        if "pairs" in needs and not any(h in self.model.heads for h in ("single", "multi")):
-            raise ValueError("a pair loss needs a 'single' head in model.heads")
-        if "length_head" in needs and "length" not in self.model.heads:
-            raise ValueError("the odin loss needs a 'length' head in model.heads (the 'single' head is quality)")
-        if "lm" in needs:
-            if not self.model.with_lm_head:
-                raise ValueError("GRM losses need the LM head: set model.with_lm_head: true")
-            if self.train.trunk not in ("full", "lora"):
-                raise ValueError(f"GRM losses need trunk full or lora (token ids and hidden states), not {self.train.trunk}")
-        if self.train.shared_prompt and self.train.trunk not in ("full", "lora"):
-            raise ValueError("train.shared_prompt packs token ids: use it with trunk full or lora")
-        if self.train.shared_prompt and "lm" in needs:
-            raise ValueError("train.shared_prompt cannot be combined with GRM losses (they need unpacked hidden states)")
-        return self
+__all__ = ["BenchConfig", "DataConfig", "DataSource", "EvalConfig", "HeadConfig", "LoraOptions", "LossConfig", "ModelConfig", "RunConfig", "TrainConfig", "load_config"]
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from smorm.io import read_json
 from smorm.train.config import RunConfig, load_config
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def finished(config: RunConfig) -> bool:
     saved = run / "config.json"
     if not ((run / "model" / "smorm_config.json").is_file() and saved.is_file()):
         return False
-    if json.loads(saved.read_text()) != json.loads(config.model_dump_json()):
+    if read_json(saved) != json.loads(config.model_dump_json()):
         raise ValueError(
             f"{run} holds a finished run with a different config; use another output_dir or delete the folder"
         )

@@ -10,17 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smorm.data.errors import DataError
-from smorm.train.config import DataSource, RunConfig
-from smorm.types import PreferencePair, RatedResponse
-
-
-@dataclass
-class LoadedData:
-    pairs: list[PreferencePair]
-    ratings: list[RatedResponse]
-    attributes: list[str]
-    rating_scales: dict[str, dict[str, list[float]]]
-    reports: list[dict[str, Any]]
+from smorm.data.run_data import LoadedData, load_run_data
+from smorm.run_config import RunConfig
 
 
 @dataclass
@@ -54,20 +45,6 @@ class TokenizedData:
         return self.chosen + self.rejected + self.rating_ids
 
 
-def _spec(source: DataSource) -> Any:
-    from smorm.data import DataSpec
-
-    return DataSpec(path=source.path, format=source.format, name=source.name, limit=source.limit,
-                    sample=source.sample, seed=source.seed, options=dict(source.options),
-                    on_error=source.on_error)
-
-
-def _report_dict(report: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(report) if is_dataclass(report) else dict(report)
-
-
 def load_training_data(config: RunConfig) -> LoadedData:
     """Read and validate every source of ``config.data`` (no model needed).
 
@@ -75,35 +52,8 @@ def load_training_data(config: RunConfig) -> LoadedData:
         DataError: a bad record (under ``on_error: error``), or a loss left with no data to read
             once bad records are skipped (see :func:`require_data_for_losses`).
     """
-    from smorm.data import load_pairs, load_ratings
-
-    pairs: list[PreferencePair] = []
-    ratings: list[RatedResponse] = []
-    reports: list[dict[str, Any]] = []
-    scales: dict[str, dict[str, list[float]]] = {}
-    for source in config.data.pairs:
-        records, report = load_pairs(_spec(source), on_error=config.data.on_error)
-        pairs.extend(records)
-        reports.append({"kind": "pairs", **_report_dict(report)})
-    for source in config.data.ratings:
-        records, report = load_ratings(_spec(source), on_error=config.data.on_error)
-        ratings.extend(records)
-        report_dict = _report_dict(report)
-        reports.append({"kind": "ratings", **report_dict})
-        scales[report_dict.get("source", source.path)] = {
-            k: [float(v[0]), float(v[1])] for k, v in (report_dict.get("scales") or {}).items()
-        }
-    found: list[str] = []
-    for record in ratings:
-        for name in record.ratings:
-            if name not in found:
-                found.append(name)
-    attributes = list(config.data.attributes) if config.data.attributes else found
-    if config.data.attributes:
-        unknown = sorted(set(found) - set(attributes))
-        if unknown:
-            reports.append({"kind": "note", "notes": [f"attributes not in data.attributes are ignored: {unknown}"]})
-    loaded = LoadedData(pairs, ratings, attributes, scales, reports)
+    loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
+                           on_error=config.data.on_error, attributes=config.data.attributes)
     require_data_for_losses(config, loaded)
     return loaded
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from smorm.io import atomic_write_json, atomic_write_text
 from smorm.models.devices import accelerator_device, module_device, move_to, resolve_device, resolve_precision
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
 from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
@@ -388,8 +389,8 @@ class Trainer:
             if self.config.train.trunk == "frozen" and "single" in model.heads and "multi" in model.heads:
                 summary["note"] = ("trunk=frozen: the two heads share no trainable weights, so SMORM's "
                                    "joint training reduces to two separate linear probes")
-            ckpt.atomic_write_text(self.output_dir / "train_summary.json", json.dumps(summary, indent=2, default=str))
-            ckpt.atomic_write_text(self.output_dir / "config.json", self.config.model_dump_json(indent=2))
+            atomic_write_json(self.output_dir / "train_summary.json", summary, default=str, newline=False)
+            atomic_write_text(self.output_dir / "config.json", self.config.model_dump_json(indent=2))
         self.accelerator.wait_for_everyone()
         return TrainResult(self.output_dir, model_dir, self.plan.total_steps, metrics, summary)
 
@@ -414,4 +415,4 @@ def _truncate_log(path: Path, step: int) -> None:
         path.unlink()
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    ckpt.atomic_write_text(path, "".join(line + "\n" for line in kept))
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -1,0 +1,68 @@
+"""A run's training data: every source of D_S (pairs) and D_M (ratings) read and validated, and the
+attribute names collected.
+
+Training (:func:`smorm.train.prepare.load_training_data`) and the Theorem 1 check of a finished run
+(:func:`smorm.eval.theory.load_theory_data`) both read a run's data through :func:`load_run_data`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
+
+from smorm.data.loading import load_pairs, load_ratings
+from smorm.data.spec import DataSpec
+from smorm.types import PreferencePair, RatedResponse
+
+
+@dataclass
+class LoadedData:
+    pairs: list[PreferencePair]
+    ratings: list[RatedResponse]
+    attributes: list[str]
+    rating_scales: dict[str, dict[str, list[float]]]
+    reports: list[dict[str, Any]]
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    return asdict(report) if is_dataclass(report) else dict(report)
+
+
+def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_error: str = "error",
+                  attributes: Sequence[str] | None = None) -> LoadedData:
+    """Read and validate every source (no model needed).
+
+    Args:
+        pairs, ratings: the sources of D_S and D_M, in order.
+        on_error: ``error`` or ``skip`` for bad records (a source's own ``on_error`` wins).
+        attributes: the attribute names to use (default: every name found in the ratings, in order of
+            appearance); a found name not listed is ignored, with a note in the reports.
+    """
+    pair_records: list[PreferencePair] = []
+    rated: list[RatedResponse] = []
+    reports: list[dict[str, Any]] = []
+    scales: dict[str, dict[str, list[float]]] = {}
+    for spec in pairs:
+        records, report = load_pairs(spec, on_error=on_error)
+        pair_records.extend(records)
+        reports.append({"kind": "pairs", **_report_dict(report)})
+    for spec in ratings:
+        rated_records, report = load_ratings(spec, on_error=on_error)
+        rated.extend(rated_records)
+        report_dict = _report_dict(report)
+        reports.append({"kind": "ratings", **report_dict})
+        scales[report_dict.get("source", spec.path)] = {
+            k: [float(v[0]), float(v[1])] for k, v in (report_dict.get("scales") or {}).items()
+        }
+    found: list[str] = []
+    for record in rated:
+        for name in record.ratings:
+            if name not in found:
+                found.append(name)
+    chosen = list(attributes) if attributes else found
+    if attributes:
+        unknown = sorted(set(found) - set(chosen))
+        if unknown:
+            reports.append({"kind": "note", "notes": [f"attributes not in data.attributes are ignored: {unknown}"]})
+    return LoadedData(pair_records, rated, chosen, scales, reports)
