@@ -255,3 +255,55 @@ def test_encoder_gate_reads_a_prompt_only_pass(tiny_tokenizer):
     ids, mask = pad(rows, model.tokenizer.pad_token_id, "right")
     with pytest.raises(ValueError, match="encoder"):
         model(input_ids=ids, attention_mask=mask, prompt_last_index=torch.tensor(starts) - 1)
+
+
+def shifted_state(model: RewardModel, by: float) -> dict[str, torch.Tensor]:
+    """The model's own tensors plus ``by``: what a gather would return, told apart from the module's."""
+    return {k: v.detach().clone() + by for k, v in model.state_dict().items()}
+
+
+def test_save_with_a_given_state_dict_writes_those_tensors_not_the_modules(tiny_llama_dir, tmp_path):
+    # ZeRO-3/FSDP: the module holds shards, the gathered full state dict is passed in and saved
+    model = make_model(tiny_llama_dir)
+    given = shifted_state(model, 0.01)
+    folder = model.save_pretrained(tmp_path / "rm", state_dict=given)
+    loaded = RewardModel.from_pretrained(folder)
+    assert loaded.state_dict().keys() == given.keys()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, given[name]), name
+    reference = make_model(tiny_llama_dir)
+    reference.load_state_dict(given)
+    ids, mask = pad([[5, 6, 7, 8], [9, 10]], model.tokenizer.pad_token_id, "right")
+    a, b = reference(input_ids=ids, attention_mask=mask), loaded(input_ids=ids, attention_mask=mask)
+    assert torch.equal(a.single, b.single) and torch.equal(a.attributes, b.attributes)
+    assert not torch.equal(model(input_ids=ids, attention_mask=mask).single, b.single)
+
+
+def test_delta_save_with_a_given_state_dict_takes_the_trained_tensors_from_it(tiny_llama_dir, tmp_path):
+    from smorm.models.trunk import apply_trunk_mode
+
+    model = make_model(tiny_llama_dir)
+    apply_trunk_mode(model, "top_k", top_k=1)
+    given = shifted_state(model, 0.01)
+    folder = model.save_pretrained(tmp_path / "rm", state_dict=given)
+    assert (folder / "backbone_delta.safetensors").is_file()
+    loaded = RewardModel.from_pretrained(folder)
+    trained = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
+    loaded_state = loaded.backbone.state_dict()
+    for name in trained:
+        assert torch.equal(loaded_state[name], given[f"backbone.{name}"]), name
+    # the frozen lower layers come from the base backbone, as in any delta save
+    frozen = next(n for n, p in model.backbone.named_parameters() if not p.requires_grad)
+    assert torch.equal(loaded_state[frozen], model.backbone.state_dict()[frozen])
+
+
+def test_save_refuses_a_state_dict_that_lacks_a_tensor(tiny_llama_dir, tmp_path):
+    model = make_model(tiny_llama_dir)
+    given = shifted_state(model, 0.0)
+    del given["heads.single.proj.weight"]
+    with pytest.raises(ValueError, match="lacks 1 heads tensor"):
+        model.save_pretrained(tmp_path / "rm", state_dict=given)
+    given = {k.removeprefix("backbone."): v for k, v in shifted_state(model, 0.0).items()}  # wrong prefix
+    with pytest.raises(ValueError, match="backbone tensor"):
+        model.save_pretrained(tmp_path / "rm", state_dict=given)
+    assert not (tmp_path / "rm").exists()

@@ -346,16 +346,23 @@ class RewardModel(nn.Module):
 
     # ---------------------------------------------------------------- save / load
 
-    def save_pretrained(self, folder: str | os.PathLike[str], backbone_weights: str | None = None) -> Path:
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], backbone_weights: str | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
         """Write the model atomically: config JSON, heads (safetensors), backbone, tokenizer.
 
         ``backbone_weights``: ``full`` | ``delta`` | ``reference``; default: ``reference`` if no backbone
         weight is trainable, ``delta`` if only some are, else ``full``.
+        ``state_dict``: the whole model's tensors (``heads.*``, ``backbone.*``) to write instead of
+        the module's own. Under DeepSpeed ZeRO-3 or FSDP each process holds only shards of the
+        weights; the full tensors gathered by ``accelerator.get_state_dict`` are what is saved.
         """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         trainable = {n: p for n, p in self.backbone.named_parameters() if p.requires_grad}
+        heads_state, backbone_state = self._split_state_dict(state_dict)
         if backbone_weights is None:
             total = sum(1 for _ in self.backbone.parameters())
             backbone_weights = "reference" if not trainable else ("full" if len(trainable) == total else "delta")
@@ -365,12 +372,13 @@ class RewardModel(nn.Module):
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         try:
             config = RewardModelConfig(**{**asdict(self.config), "backbone_weights": backbone_weights})
-            heads = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+            heads = {k: v.detach().contiguous().cpu() for k, v in heads_state.items()}
             save_file(heads, tmp / HEADS_NAME)
             if backbone_weights == "full":
-                self.backbone.save_pretrained(tmp / "backbone", safe_serialization=True)
+                self.backbone.save_pretrained(tmp / "backbone", safe_serialization=True, state_dict=backbone_state)
             elif backbone_weights == "delta":
-                delta = {n: p.detach().contiguous().cpu() for n, p in trainable.items()}
+                source = backbone_state if backbone_state is not None else dict(trainable)
+                delta = {n: source[n].detach().contiguous().cpu() for n in trainable}
                 save_file(delta, tmp / DELTA_NAME)
             self.tokenizer.save_pretrained(tmp)
             (tmp / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
@@ -379,6 +387,25 @@ class RewardModel(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return folder
+
+    def _split_state_dict(
+        self, state_dict: dict[str, torch.Tensor] | None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """``(heads, backbone)`` tensors of a whole-model state dict; the module's own heads if None.
+
+        The names must be the module's (a sharded module keeps its names, not its shapes, so only
+        names are checked): a gathered dict that lost or renamed a tensor would otherwise save a
+        folder that loads with random weights in its place.
+        """
+        if state_dict is None:
+            return self.heads.state_dict(), None
+        heads = {k.removeprefix("heads."): v for k, v in state_dict.items() if k.startswith("heads.")}
+        backbone = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+        for part, given, module in (("heads", heads, self.heads), ("backbone", backbone, self.backbone)):
+            missing = sorted(set(module.state_dict()) - set(given))
+            if missing:
+                raise ValueError(f"state_dict lacks {len(missing)} {part} tensor(s), e.g. {missing[:3]}")
+        return heads, backbone
 
     @classmethod
     def from_pretrained(

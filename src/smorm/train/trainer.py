@@ -24,7 +24,7 @@ from smorm.models.devices import accelerator_device, module_device, move_to, res
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
 from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
-from smorm.train import tracking
+from smorm.train import sharding, tracking
 from smorm.train.batches import StepPlan, collate_hidden, pair_widths, step_indices
 from smorm.train.cache import FeatureCache, fingerprint, sequences_fingerprint
 from smorm.train.config import RunConfig
@@ -264,6 +264,7 @@ class Trainer:
 
         self._loss_needs = [get_loss(loss.name).needs for loss in config.losses]
         self._all_sequences = self.data.all_sequences()
+        sharding.check_run(accelerator, config)  # before the first step, not after the last
         start_step = self._maybe_resume()
         log_path = self.output_dir / "metrics.jsonl"
         if self.is_main:
@@ -323,6 +324,8 @@ class Trainer:
         return fingerprint(self.config.model_dump(exclude={"train": {"max_steps", "checkpoint_every"}}))
 
     def _checkpoint(self, step: int) -> None:
+        if sharding.optimizer_is_sharded(self.accelerator):
+            return  # one process's optimizer shard would resume wrongly; check_run said so
         self.accelerator.wait_for_everyone()
         if self.is_main:
             parts = {"trainable": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
@@ -359,6 +362,9 @@ class Trainer:
         model = self.model_unwrapped
         model_dir = self.output_dir / "model"
         summary: dict[str, Any] = {}
+        # Under ZeRO-3/FSDP the module holds shards: every process joins the gather, and the main
+        # process writes the full tensors it gets back (None when the weights are whole).
+        full_state = sharding.gathered_state_dict(self.accelerator, self.model)
         if self.is_main:
             backbone_weights = None
             if self.config.train.trunk == "lora":
@@ -366,7 +372,7 @@ class Trainer:
                 # mistaken for the untouched base and dropped
                 merge_lora(model)
                 backbone_weights = "full"
-            model.save_pretrained(model_dir, backbone_weights=backbone_weights)
+            model.save_pretrained(model_dir, backbone_weights=backbone_weights, state_dict=full_state)
             summary = {
                 "method": self.config.method,
                 "steps": self.plan.total_steps,
