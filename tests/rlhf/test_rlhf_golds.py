@@ -133,8 +133,8 @@ def test_gated_scores_are_cached_with_the_g_reward(labs, judges, monkeypatch):
 
 def test_gold_tracker_scores_with_a_gated_or_hugging_face_gold(judges, tmp_path):
     """The RL callback, fed the batch a gated proxy just rewarded, logs the HF gold's and the gated gold's scores."""
-    from smorm.rlhf.rl import ProxyReward, gold_tracker
     from smorm.models.scorers import load_scorer
+    from smorm.rlhf.rl import ProxyReward, gold_tracker
 
     prompts = ["Say hi.", "Name a fruit.", "Say hi.", "Name a fruit."]
     completions = ["hello", "apple", "hi!", "a pear, I think"]

@@ -26,7 +26,7 @@ class LoadedData:
 
 
 def _report_dict(report: Any) -> dict[str, Any]:
-    return asdict(report) if is_dataclass(report) else dict(report)
+    return asdict(report) if is_dataclass(report) and not isinstance(report, type) else dict(report)
 
 
 def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_error: str = "error",

@@ -114,6 +114,8 @@ class GatingHead(nn.Module):
         layers.append(nn.Linear(width, num_attributes))
         self.mlp = nn.Sequential(*layers)
         self.beta = nn.Parameter(torch.tensor(float(beta_init)))
+        self.debias: torch.Tensor  # buffers, declared for the type checker (register_buffer sets them)
+        self.active: torch.Tensor
         self.register_buffer("debias", torch.eye(num_attributes))
         self.register_buffer("active", torch.ones(num_attributes, dtype=torch.bool))
         self.num_attributes = num_attributes
@@ -156,7 +158,7 @@ class GatingHead(nn.Module):
 
 
 @HEADS.register(GATE_HEAD, "ArmoRM gate: ReLU MLP on the prompt feature, softmax over the attributes, scale β (004 Sec. 3.2)")
-def build_gate_head(in_features: int, num_attributes: int, **options: object) -> GatingHead:
+def build_gate_head(in_features: int, num_attributes: int, **options: Any) -> GatingHead:
     """A :class:`GatingHead` from its config entry's options (unknown keys are an error, naming them)."""
     unknown = set(options) - {"hidden_sizes", "dropout", "beta_init"}
     if unknown:
@@ -164,9 +166,9 @@ def build_gate_head(in_features: int, num_attributes: int, **options: object) ->
     return GatingHead(
         in_features,
         num_attributes,
-        hidden_sizes=[int(h) for h in options.get("hidden_sizes", DEFAULT_HIDDEN_SIZES)],  # type: ignore[union-attr]
-        dropout=float(options.get("dropout", DEFAULT_DROPOUT)),  # type: ignore[arg-type]
-        beta_init=float(options.get("beta_init", DEFAULT_BETA_INIT)),  # type: ignore[arg-type]
+        hidden_sizes=[int(h) for h in options.get("hidden_sizes", DEFAULT_HIDDEN_SIZES)],
+        dropout=float(options.get("dropout", DEFAULT_DROPOUT)),
+        beta_init=float(options.get("beta_init", DEFAULT_BETA_INIT)),
     )
 
 

@@ -20,7 +20,14 @@ from typing import Any
 import torch
 
 from smorm.io import atomic_write_json, atomic_write_text
-from smorm.models.devices import accelerator_device, module_device, move_to, resolve_device, resolve_precision
+from smorm.models.devices import (
+    accelerator_device,
+    autocast,
+    module_device,
+    move_to,
+    resolve_device,
+    resolve_precision,
+)
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
 from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
@@ -137,7 +144,7 @@ class Trainer:
 
             def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
                 batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
-                with torch.no_grad(), self.accelerator.autocast():
+                with torch.no_grad(), self._autocast():
                     hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
                 return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
 
@@ -146,7 +153,7 @@ class Trainer:
 
             def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
                 batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
-                with torch.no_grad(), self.accelerator.autocast():
+                with torch.no_grad(), self._autocast():
                     hidden = model.encode(batch.input_ids, batch.attention_mask)
                 return list(pool_last_token(hidden, batch.attention_mask).float().cpu())
 
@@ -240,6 +247,12 @@ class Trainer:
         return move_to({"packed": packed, "packed_slots": torch.tensor(slots, dtype=torch.long)},
                        module_device(self.model))
 
+    def _autocast(self) -> Any:
+        """bf16 autocast on the run's device when the resolved train.precision says so (the same setting
+        accelerate got); built here rather than by ``accelerator.autocast()``, which re-creates
+        accelerate's shared state on every call."""
+        return autocast(self.accelerator.device, self.precision == "bf16")
+
     @property
     def model_unwrapped(self) -> RewardModel:
         return self.accelerator.unwrap_model(self.model)
@@ -252,7 +265,7 @@ class Trainer:
                + [2 * self.data.num_pairs + j for j in indices.ratings])
         inputs = self._packed_inputs(indices) if self.config.train.shared_prompt else self._inputs(seq)
         needs_lm = any("lm" in s for s in self._loss_needs)
-        with self.accelerator.autocast():  # train.precision, through accelerate
+        with self._autocast():  # train.precision, resolved once
             output: RewardOutput = self.model(**inputs, return_hidden=needs_lm)
         return compute_losses(self.config, self.model_unwrapped, output, self.data, indices, inputs,
                               self.accelerator.num_processes)
