@@ -108,3 +108,10 @@ def test_trainer_saves_the_modules_own_weights_when_they_are_whole(tmp_path, tin
     own = trainer.model_unwrapped.state_dict()
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, own[name]), name
+
+
+def test_deepspeed_is_refused_with_the_reason_and_the_way_that_works():
+    with pytest.raises(NotImplementedError, match="configs/accelerate/fsdp.yaml"):
+        sharding.check_engine(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+    for engine in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.FSDP, DistributedType.MULTI_CPU):
+        sharding.check_engine(SimpleNamespace(distributed_type=engine))  # accepted

@@ -38,6 +38,24 @@ def optimizer_is_sharded(accelerator: Any) -> bool:
     return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
+def check_engine(accelerator: Any) -> None:
+    """Refuse DeepSpeed before the model is prepared, with the reason and what works instead.
+
+    Two things are not done yet (both need a GPU to test): accelerate prepares a DeepSpeed engine
+    only with a DataLoader or an explicit ``train_micro_batch_size_per_gpu``, and DeepSpeed scales
+    the loss and steps by its own ``gradient_accumulation_steps`` while smorm's trainer does both
+    itself, so the two would accumulate twice.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise NotImplementedError(
+            "smorm's trainer does not run under DeepSpeed yet (no DataLoader for accelerate to size the "
+            "engine by, and DeepSpeed's gradient accumulation would double smorm's); shard with FSDP "
+            "instead: accelerate launch --config_file configs/accelerate/fsdp.yaml -m smorm train CONFIG"
+        )
+
+
 def check_run(accelerator: Any, config: RunConfig) -> None:
     """Refuse, before the first step, what a sharded run could not save or resume correctly."""
     if weights_are_sharded(accelerator) and config.train.trunk == "lora":
@@ -45,7 +63,7 @@ def check_run(accelerator: Any, config: RunConfig) -> None:
         # into, and LoRA's few trainable tensors are what DDP or ZeRO-2 already handle well.
         raise ValueError(
             "train.trunk=lora cannot be saved under DeepSpeed ZeRO-3 or FSDP (the adapters would have "
-            "to be merged into sharded weights); launch with configs/accelerate/ddp.yaml or zero2.yaml"
+            "to be merged into sharded weights); launch with configs/accelerate/ddp.yaml"
         )
     if not optimizer_is_sharded(accelerator):
         return

@@ -99,6 +99,7 @@ class Trainer:
                                        mixed_precision="bf16" if self.precision == "bf16" else "no",
                                        **tracking.accelerator_kwargs(config.train.report_to, self.output_dir))
         self.is_main = self.accelerator.is_main_process
+        sharding.check_engine(self.accelerator)  # before any data or model is loaded
 
     # ------------------------------------------------------------------ setup
 
