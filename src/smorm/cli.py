@@ -227,8 +227,8 @@ def eval_command(settings: EvalSettings, quiet: bool = False) -> None:
     if not specs and not settings.theory:
         raise ValueError("nothing to evaluate: give --bench KIND:PATH (repeatable) and/or --theory "
                          f"(RUN has no eval.benches in {run_config_path(settings.run)})")
-    for spec in specs:
-        if settings.sample is not None:
+    if settings.sample is not None:
+        for spec in specs:
             spec.sample, spec.seed = settings.sample, settings.seed
     run = settings.run
     out = settings.out or (Path(run) if Path(run).is_dir() else Path("runs") / "eval" / run.replace("/", "__"))
@@ -283,14 +283,12 @@ def serve_command(settings: ServeCommand) -> None:
     from smorm.serve.app import run_server
     from smorm.serve.settings import ServeSettings
 
-    run = settings.run
-    model_dir = run / "model" if (run / "model").is_dir() else run
-    served = ServeSettings(**settings.model_dump(exclude={"run", "log_level"}))
-    if served.token is None and os.environ.get("SMORM_SERVE_TOKEN"):
-        served = served.model_copy(update={"token": os.environ["SMORM_SERVE_TOKEN"]})
-        ServeSettings.model_validate(served.model_dump())  # an empty token is refused here too
+    values = settings.model_dump(exclude={"run", "log_level"})
+    if values["token"] is None and os.environ.get("SMORM_SERVE_TOKEN"):
+        values["token"] = os.environ["SMORM_SERVE_TOKEN"]
+    served = ServeSettings(**values)  # validated here, the token from the environment too
     try:
-        run_server(str(model_dir), served, log_level=settings.log_level)
+        run_server(str(settings.run), served, log_level=settings.log_level)  # a run folder or its model/
     except ImportError as error:
         raise ValueError(f"{error}; install the server extra: pip install 'smorm[serve]'") from None
 

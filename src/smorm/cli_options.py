@@ -114,7 +114,7 @@ def _flag_value(leaf: Leaf, value: Any) -> Any:
         if leaf.item_type is str or leaf.item_type is Path:
             return list(value)
         return [parse_value(item) for item in value]
-    if leaf.cli_type is str and _cli_type(leaf.info.annotation)[0] is str and not _is_plain_str(leaf.info):
+    if leaf.cli_type is str and not _is_plain_str(leaf.info):
         return parse_value(value)
     if isinstance(value, Path):
         return str(value)

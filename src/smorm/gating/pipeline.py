@@ -29,6 +29,7 @@ from smorm.io import atomic_write_json
 from smorm.models.devices import module_device
 from smorm.models.gate_spec import GATE_HEAD, gate_spec
 from smorm.models.heads import GatingHead
+from smorm.models.reward_model import model_folder
 
 REPORT_NAME = "gating.json"
 
@@ -114,10 +115,6 @@ def layout(formatter: Any, pairs: list[Any], ratings: list[Any], reference: list
     reference_rows = [add(prompt, response) for prompt, response in reference] or chosen + rejected
     return GatingData(index, chosen, rejected, rating_rows, [r.ratings for r, _ in ratings], reference_rows,
                       scales, lines, truncated=formatter.num_truncated, prompt_cut_away=len(cut_away))
-
-
-def model_folder(run: Path) -> Path:
-    return run / "model" if (run / "model").is_dir() else run
 
 
 def keep_backbone_storage(model: Any, source: Path) -> str:

@@ -36,7 +36,7 @@ from transformers import PreTrainedModel
 
 from smorm.io import replace_folder
 from smorm.models.heads import LinearHead
-from smorm.models.reward_model import RewardModel
+from smorm.models.reward_model import RewardModel, model_folder
 
 EXPORT_MODES = ("F", "L", "M")
 EXPORT_META_NAME = "smorm_export.json"
@@ -313,7 +313,6 @@ def export_run(run: str | os.PathLike[str], out_dir: str | os.PathLike[str], mod
                tolerance: float = 1e-4) -> dict[str, Any]:
     """Load a run folder (or its ``model/``) and export it; LoRA/delta/reference backbones are resolved
     by :meth:`RewardModel.from_pretrained` (smorm train saves LoRA runs merged)."""
-    run = Path(run)
-    model_dir = run / "model" if (run / "model").is_dir() else run
+    model_dir = model_folder(run)
     model = RewardModel.from_pretrained(model_dir)
     return export_reward_model(model, out_dir, mode=mode, tolerance=tolerance, source=str(model_dir))

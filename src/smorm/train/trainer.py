@@ -23,9 +23,9 @@ from smorm.io import atomic_write_json, atomic_write_text
 from smorm.models.devices import (
     accelerator_device,
     autocast,
+    host_device,
     module_device,
     move_to,
-    resolve_device,
     resolve_precision,
 )
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
@@ -92,10 +92,11 @@ class Trainer:
         # accelerate (which picks the device too), so start from a clean state; the distributed setup is kept.
         AcceleratorState._reset_state()
         self.output_dir = Path(config.output_dir)
-        # accelerate places the run on the accelerator when there is one: resolve "auto" for that device
-        self.precision = resolve_precision(config.train.precision, resolve_device("auto"))
-        # cpu=True where there is no accelerator: accelerate joins a torchrun gloo group only then
-        self.accelerator = Accelerator(cpu=accelerator_device() is None,
+        # accelerate places the run on the accelerator when there is one: resolve "auto" for that device.
+        # cpu=True where there is none: accelerate joins a torchrun gloo group only then.
+        accelerator = accelerator_device()
+        self.precision = resolve_precision(config.train.precision, accelerator or host_device())
+        self.accelerator = Accelerator(cpu=accelerator is None,
                                        mixed_precision="bf16" if self.precision == "bf16" else "no",
                                        **tracking.accelerator_kwargs(config.train.report_to, self.output_dir))
         self.is_main = self.accelerator.is_main_process
