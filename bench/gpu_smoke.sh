@@ -129,6 +129,15 @@ export_model() {
   run "$SMORM" export "$OUT/$trunk" "$OUT/$trunk-export-F" --mode F
 }
 
+train_zero3() {
+  # The same config under DeepSpeed ZeRO-3 on this one GPU (weights partitioned at load, gathered
+  # at save): checks the engine path on CUDA/NCCL, which the CPU tests run on gloo only.
+  run "$VENV/bin/accelerate" launch --config_file configs/accelerate/zero3.yaml --num_processes 1 \
+    -m smorm train configs/smorm.yaml "output_dir=$OUT/zero3" "train.max_steps=$((STEPS / 2))" \
+    train.precision=bf16 train.trunk=full train.checkpoint_every=0 --quiet
+  run "$SMORM" eval "$OUT/zero3" --bench "$BENCH" --sample 50
+}
+
 report() {
   run "$PY" bench/gpu_smoke_probe.py report "$OUT/full" "$OUT/lora" --peak-tflops "$PEAK_TFLOPS"
 }
@@ -142,6 +151,7 @@ for trunk in full lora; do
   stage "serve-$trunk" serve "$trunk"
   stage "export-$trunk" export_model "$trunk"
 done
+stage train-zero3 train_zero3
 stage report report
 echo "=== stages"
 printf '  %s\n' "${STAGES[@]}"

@@ -1,8 +1,8 @@
 """Saving under DeepSpeed ZeRO-3 / FSDP: the trainer writes the gathered full state dict.
 
 accelerate enters FSDP and DeepSpeed only on GPUs, so here the accelerator is faked where it
-decides (its distributed type, its get_state_dict); tests/train/test_fsdp_cpu.py shards a model
-for real with torch FSDP2 on two CPU processes.
+decides (its distributed type, its get_state_dict); tests/train/test_sharded_cpu.py shards a model
+for real with torch FSDP2 and DeepSpeed ZeRO-2/3 on two CPU processes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from accelerate.utils import DistributedType
 from smorm.models.reward_model import RewardModel
 from smorm.train import checkpoint as ckpt
 from smorm.train import sharding
-from smorm.train.config import RunConfig
+from smorm.train.config import RunConfig, TrainConfig
 from smorm.train.trainer import Trainer
 from tests.train.helpers import tiny_config
 
@@ -110,8 +110,45 @@ def test_trainer_saves_the_modules_own_weights_when_they_are_whole(tmp_path, tin
         assert torch.equal(tensor, own[name]), name
 
 
-def test_deepspeed_is_refused_with_the_reason_and_the_way_that_works():
-    with pytest.raises(NotImplementedError, match="configs/accelerate/fsdp.yaml"):
-        sharding.check_engine(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
-    for engine in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.FSDP, DistributedType.MULTI_CPU):
-        sharding.check_engine(SimpleNamespace(distributed_type=engine))  # accepted
+def deepspeed_accelerator(ds_config: dict, processes: int) -> SimpleNamespace:
+    plugin = SimpleNamespace(zero_stage=2, deepspeed_config=ds_config)
+    return SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=processes,
+                           state=SimpleNamespace(deepspeed_plugin=plugin))
+
+
+def test_deepspeed_engine_is_sized_from_the_run_config(caplog):
+    train = TrainConfig(pair_batch_size=16, grad_accum=3, max_grad_norm=0.5)
+    ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+          "gradient_clipping": 1.0, "zero_optimization": {"stage": 2}}
+    with caplog.at_level(logging.WARNING):
+        sharding.configure_deepspeed(deepspeed_accelerator(ds, processes=4), train)
+    # 16 pairs per micro-batch over 4 processes = 4 each; 4 * 3 micro-batches * 4 processes = 48
+    assert ds["train_micro_batch_size_per_gpu"] == 4
+    assert ds["gradient_accumulation_steps"] == 3
+    assert ds["train_batch_size"] == 48
+    assert ds["gradient_clipping"] == 0.5
+    assert "gradient_clipping=1.0 overridden by the run config: 0.5" in caplog.text
+    assert "micro_batch" not in caplog.text  # 'auto' is filled silently
+    unclipped = TrainConfig(max_grad_norm=None)
+    ds = {}
+    sharding.configure_deepspeed(deepspeed_accelerator(ds, processes=1), unclipped)
+    assert ds["gradient_clipping"] == 0.0  # DeepSpeed's "do not clip"
+    with pytest.raises(ValueError, match="names an optimizer or scheduler"):
+        sharding.configure_deepspeed(deepspeed_accelerator({"optimizer": {"type": "Adam"}}, 1), train)
+    untouched: dict = {}
+    other = SimpleNamespace(distributed_type=DistributedType.FSDP, num_processes=2,
+                            state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=untouched)))
+    sharding.configure_deepspeed(other, train)
+    assert untouched == {}
+
+
+def test_backward_leaves_the_averaging_and_the_step_to_the_deepspeed_engine():
+    calls = []
+    engine = SimpleNamespace(backward=lambda loss, sync_gradients: calls.append((float(loss), sync_gradients)))
+    ds = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, deepspeed_engine_wrapped=engine)
+    sharding.backward(ds, torch.tensor(6.0), grad_accum=3, sync=False)
+    sharding.backward(ds, torch.tensor(3.0), grad_accum=3, sync=True)
+    assert calls == [(6.0, False), (3.0, True)]  # raw losses: the engine divides by its accumulation steps
+    plain = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU, backward=lambda loss: calls.append(float(loss)))
+    sharding.backward(plain, torch.tensor(6.0), grad_accum=3, sync=True)
+    assert calls[-1] == 2.0

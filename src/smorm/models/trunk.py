@@ -71,7 +71,11 @@ class _DecoderSlice(nn.Module):
 
     def forward(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
                 hidden_states: torch.Tensor | None = None) -> torch.Tensor:
-        return self.view(
+        # .forward, not __call__: the copy shares the base model's hook dicts, and an engine that
+        # hooked the base model (DeepSpeed ZeRO-3 fetches each module's weights in a pre-forward
+        # hook keyed by attributes it set on the original) would run them on the copy. The layers
+        # inside are the base model's own modules, so their hooks run as in a full forward.
+        return self.view.forward(
             input_ids=input_ids,
             inputs_embeds=hidden_states,
             attention_mask=attention_mask,

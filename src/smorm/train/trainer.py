@@ -100,7 +100,6 @@ class Trainer:
                                        mixed_precision="bf16" if self.precision == "bf16" else "no",
                                        **tracking.accelerator_kwargs(config.train.report_to, self.output_dir))
         self.is_main = self.accelerator.is_main_process
-        sharding.check_engine(self.accelerator)  # before any data or model is loaded
 
     # ------------------------------------------------------------------ setup
 
@@ -108,7 +107,8 @@ class Trainer:
         config = self.config
         started = time.time()
         self.loaded = load_training_data(config)  # validates everything before the model loads
-        self.model = build_model(config, self.loaded.attributes)
+        with sharding.loading(self.accelerator):  # whole, or partitioned as it loads under ZeRO-3
+            self.model = build_model(config, self.loaded.attributes)
         self.model.config.rating_scales = self.loaded.rating_scales
         self.data: TokenizedData = tokenize(self.loaded, self.model.tokenizer, config.data.max_length,
                                             self.show_progress and self.is_main)
@@ -128,6 +128,7 @@ class Trainer:
         self.scheduler = self._scheduler()
         # The scheduler is not prepared: accelerate would step it once per process per step, which
         # is right for its sharded dataloaders but not for our global-batch schedule.
+        sharding.configure_deepspeed(self.accelerator, config.train)  # sizes the engine accelerate builds
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.setup_seconds = time.time() - started
 
@@ -160,16 +161,18 @@ class Trainer:
                 return list(pool_last_token(hidden, batch.attention_mask).float().cpu())
 
             part = "frozen"
-        weights_probe = next(model.backbone.parameters())
-        key = fingerprint(config.model.backbone, part, self.precision, config.model.dtype,
-                          weights_probe[:4], sequences_fingerprint(sequences))
         folder = Path(config.train.cache_dir) if config.train.cache_dir else self.output_dir / "cache"
-        cache = FeatureCache(folder, key)
         model.eval()
-        with self.accelerator.main_process_first():
-            features = cache.build(sequences, compute, config.train.cache_batch_size,
-                                   description=f"caching {part} features",
-                                   show_progress=self.show_progress and self.is_main)
+        # every process gathers (a collective) before the main one computes and the others wait for its cache
+        with sharding.gathered(self.accelerator, model.backbone):
+            weights_probe = next(model.backbone.parameters())
+            key = fingerprint(config.model.backbone, part, self.precision, config.model.dtype,
+                              weights_probe[:4], sequences_fingerprint(sequences))
+            cache = FeatureCache(folder, key)
+            with self.accelerator.main_process_first():
+                features = cache.build(sequences, compute, config.train.cache_batch_size,
+                                       description=f"caching {part} features",
+                                       show_progress=self.show_progress and self.is_main)
         self.cache_dir = cache.root
         return features
 
@@ -302,14 +305,16 @@ class Trainer:
                 sync = accum == config.train.grad_accum - 1
                 with _maybe_no_sync(accelerator, self.model, sync):
                     loss, parts = self.micro_step(micro)
-                    accelerator.backward(loss / config.train.grad_accum)
+                    sharding.backward(accelerator, loss, config.train.grad_accum, sync)
                 for key, value in parts.items():
                     totals[key] = totals.get(key, 0.0) + value / config.train.grad_accum
+            totals = _mean_over_processes(accelerator, totals)  # the logged losses are the global batch's
             if config.train.max_grad_norm is not None:
+                # under DeepSpeed the engine has clipped already, and this only reads its norm
                 grad_norm = accelerator.clip_grad_norm_(
                     [p for p in self.model.parameters() if p.requires_grad], config.train.max_grad_norm)
                 totals["grad_norm"] = float(grad_norm)
-            self.optimizer.step()
+            self.optimizer.step()  # a no-op under DeepSpeed, whose engine stepped at the last backward
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             metrics = {"step": step + 1, "epoch": round((step + 1) / self.plan.steps_per_epoch, 4),
@@ -420,6 +425,23 @@ def train(config: RunConfig, show_progress: bool = True) -> TrainResult:
     trainer = Trainer(config, show_progress=show_progress)
     trainer.setup()
     return trainer.train()
+
+
+def _mean_over_processes(accelerator: Any, totals: dict[str, float]) -> dict[str, float]:
+    """Each logged value averaged over the processes that have it.
+
+    Each process's value is the mean over its share of the batch; a process whose share holds no
+    rated response (say) has no regression term, so the processes' keys can differ and the dicts
+    are gathered whole rather than as one tensor.
+    """
+    if accelerator.num_processes == 1:
+        return totals
+    from accelerate.utils import gather_object
+
+    gathered: list[dict[str, float]] = gather_object([totals])
+    keys = sorted({key for part in gathered for key in part})
+    return {key: sum(part[key] for part in gathered if key in part) / sum(key in part for part in gathered)
+            for key in keys}
 
 
 def _maybe_no_sync(accelerator: Any, model: Any, sync: bool) -> Any:
