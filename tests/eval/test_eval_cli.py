@@ -43,7 +43,7 @@ def test_eval_prints_table_and_writes_report(tiny_run, bench_files, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("benchmark"))
-    assert lines[header].split() == ["benchmark", "items", "F", "L", "M"]
+    assert lines[header].split() == ["benchmark", "items", "F", "L", "M", "longer", "wins", "shorter", "wins"]
     assert lines[header + 2].startswith("pairs:pairs.jsonl") and " 4 " in lines[header + 2]
     assert f"report: {out / 'report.md'}" in result.output
     report = json.loads((out / "report.json").read_text())

@@ -221,3 +221,63 @@ def test_parse_bench_and_bad_records(tmp_path):
 
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         load_benchmarks([BenchSpec("pairs", str(bad))])
+
+
+def test_length_floor_rows_are_the_benchmarks_scored_by_response_length(report):
+    # by hand from the texts: chosen longer in pairs 0,1,2,3,5; pair 4's rejected is longer
+    longer = np.array([len(g) > len(b) for g, b in zip(GOOD, BAD, strict=True)])
+    shorter = np.array([len(g) < len(b) for g, b in zip(GOOD, BAD, strict=True)])
+    assert longer.tolist() == [True, True, True, True, False, True]
+    entry = report["benchmarks"]["reward-bench:reward-bench.jsonl"]
+    floors = entry["length_floor"]
+    for name, correct in (("longer", longer), ("shorter", shorter)):
+        result = floors[name]
+        assert result["subsets"]["alpacaeval-easy"]["accuracy"] == correct[0:2].mean()
+        assert result["subsets"]["llmbar-natural"]["accuracy"] == correct[4:6].mean()
+        chat_hard = (correct[2:4].mean() * 37 + correct[4:6].mean() * 100) / 137
+        assert result["sections"]["Chat Hard"]["accuracy"] == pytest.approx(chat_hard)
+        # the plain section accuracy counts every item once
+        assert result["sections"]["Chat Hard"]["plain_accuracy"] == pytest.approx(correct[2:6].mean())
+        low, high = result["ci"]
+        assert low <= result["score"] <= high
+    pairs = report["benchmarks"]["pairs:pairs.jsonl"]["length_floor"]
+    assert pairs["longer"]["accuracy"] == pytest.approx(longer.mean())
+    assert pairs["shorter"]["accuracy"] == pytest.approx(shorter.mean())
+    # RM-Bench: the chosen and rejected of one style differ only in their base text, so longer-wins
+    # compares len(g + suffix_i) with len(b + suffix_j): correct where len(g) - len(b) > len(s_j) - len(s_i)
+    rm = report["benchmarks"]["rm-bench:rm-bench"]["length_floor"]["longer"]
+    extra = [0, len(" More detail follows here."), len("****\n\n- detail")]  # characters each style adds (conftest)
+    chat = np.array([[[len(g) + extra[i] > len(b) + extra[j] for j in range(3)] for i in range(3)]
+                     for g, b in zip(GOOD[:4], BAD[:4], strict=True)]).mean(axis=0)
+    assert rm["domains"]["chat"]["normal"] == pytest.approx(np.trace(chat) / 3)
+    assert rm["domains"]["chat"]["hard"] == pytest.approx(chat[np.triu_indices(3, 1)].mean())
+
+
+def test_length_floor_flags_a_head_not_above_it():
+    from smorm.eval.runner import length_floor_checks
+
+    modes = {"F": {"accuracy": 0.80, "ci": [0.7, 0.9]}, "L": {"accuracy": 0.66, "ci": [0.5, 0.8]}}
+    floors = {"longer": {"accuracy": 0.60, "ci": [0.50, 0.70]}, "shorter": {"accuracy": 0.40, "ci": [0.3, 0.5]}}
+    checks = length_floor_checks("pairs", modes, floors)
+    assert checks["F"]["floor"] == "longer" and checks["F"]["not_above_floor"] is False
+    assert checks["L"]["not_above_floor"] is True  # 0.66 <= 0.70, the better floor's upper bound
+    floors["shorter"] = {"accuracy": 0.75, "ci": [0.65, 0.85]}  # now the better floor
+    checks = length_floor_checks("pairs", modes, floors)
+    assert checks["F"]["floor"] == "shorter" and checks["F"]["not_above_floor"] is True
+
+
+def test_report_shows_floor_columns_flags_and_thin_sections(report, tmp_path):
+    from smorm.eval.report import FLAG, accuracy_rows, thin_sections, write_reports
+
+    header, rows = accuracy_rows(report)
+    assert header == ["benchmark", "items", "F", "L", "M", "longer wins", "shorter wins"]
+    for row, entry in zip(rows, report["benchmarks"].values(), strict=True):
+        for mode, cell in zip(("F", "L", "M"), row[2:5], strict=True):
+            assert cell.endswith(FLAG) is entry["length_floor_checks"][mode]["not_above_floor"]
+    entry = report["benchmarks"]["reward-bench:reward-bench.jsonl"]
+    # 2 llmbar-natural items carry 100 / 137 = 73% of Chat Hard, 2 mt-bench-hard items 27%
+    note = thin_sections(entry)
+    assert "llmbar-natural (2 items) carries 73%" in note and "mt-bench-hard (2 items) carries 27%" in note
+    markdown = write_reports(json.loads(json.dumps(report)), tmp_path).markdown_path.read_text()
+    assert "| longer wins | shorter wins |" in markdown and "Chat Hard (plain: every item counts once)" in markdown
+    assert "**Thin sections:**" in markdown

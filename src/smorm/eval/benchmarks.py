@@ -211,6 +211,14 @@ def reward_bench_section_scores(subset_accuracy: Mapping[str, Scored]) -> dict[s
     return sections
 
 
+def section_subset_weights(section: str, present: Sequence[str]) -> dict[str, float]:
+    """Each present subset's share of its section's score (official example counts; Prior Sets: equal)."""
+    if section == "Prior Sets":
+        return {s: 1 / len(present) for s in present}
+    total = sum(REWARD_BENCH_EXAMPLE_COUNTS[s] for s in present)
+    return {s: REWARD_BENCH_EXAMPLE_COUNTS[s] / total for s in present}
+
+
 def reward_bench_overall(section_scores: Mapping[str, Scored]) -> Scored:
     """Weighted mean of the sections present: weight 2 each, Prior Sets 1 (i.e. half)."""
     present = [s for s in REWARD_BENCH_SECTION_WEIGHTS if s in section_scores]
@@ -242,6 +250,10 @@ def score_reward_bench(
     sections, section_replicates = reward_bench_section_scores(point), reward_bench_section_scores(replicates)
     section_members = {sec: list(members) for sec, members in REWARD_BENCH_SUBSET_MAPPING.items()}
     section_members["Prior Sets"] = list(REWARD_BENCH_PRIOR_SETS)
+    plain: dict[str, tuple[float, list[float]]] = {}  # section -> item-level accuracy and its CI
+    for sec in sections:
+        where = np.concatenate([positions[s] for s in section_members[sec] if s in positions])
+        plain[sec] = float(correct[where].mean()), _interval(resampled[:, where].mean(axis=1), confidence)
     return {
         "benchmark": "reward-bench",
         "score": float(reward_bench_overall(sections)),
@@ -255,6 +267,9 @@ def score_reward_bench(
                 "subsets_present": [s for s in section_members[sec] if s in positions],
                 "subsets_missing": [s for s in section_members[sec] if s not in positions],
                 "weight_in_score": REWARD_BENCH_SECTION_WEIGHTS[sec],
+                "plain_accuracy": plain[sec][0],
+                "plain_ci": plain[sec][1],
+                "subset_weights": section_subset_weights(sec, [s for s in section_members[sec] if s in positions]),
             }
             for sec in REWARD_BENCH_SECTION_WEIGHTS if sec in sections
         },

@@ -65,20 +65,46 @@ def _is_ranked(entry: dict[str, Any]) -> bool:
     return entry["kind"] == "ranked" and any(r.get("kendall_tau_b") is not None for r in entry["modes"].values())
 
 
+FLOOR_COLUMNS = {"longer": "longer wins", "shorter": "shorter wins"}
+FLAG = "†"
+FLAG_NOTE = (f"{FLAG}: not above the length floor (the score is at or below the upper end of the 95% interval "
+             "of the better of 'longer wins' / 'shorter wins' on the same items)")
+
+
+def columns(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A benchmark's result columns: each mode, then the length floors where the report has them."""
+    out = list(entry["modes"].items())
+    out += [(FLOOR_COLUMNS[name], result) for name, result in (entry.get("length_floor") or {}).items()]
+    return out
+
+
+def _flag(entry: dict[str, Any], mode: str) -> str:
+    check = (entry.get("length_floor_checks") or {}).get(mode)
+    return FLAG if check and check["not_above_floor"] else ""
+
+
+def _headline_cell(entry: dict[str, Any], value: float | None, ci: list[float] | None) -> str:
+    if _is_ranked(entry):
+        return "-" if value is None else f"τ {value:.3f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+    return _pct_ci(value, ci)
+
+
 def accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Benchmarks x modes: headline score with 95% bootstrap CI, in percent (tau-b for rankings)."""
+    """Benchmarks x modes (and the length floors): headline score with 95% bootstrap CI, in percent
+    (tau-b for rankings); a head not above the length floor is marked with :data:`FLAG`."""
     modes = report["modes"]
+    floors = [name for name in FLOOR_COLUMNS
+              if any(name in (e.get("length_floor") or {}) for e in report["benchmarks"].values())]
     rows = []
     for label, entry in report["benchmarks"].items():
         row = [label, str(entry["items"])]
         for mode in modes:
-            value, ci = headline(entry, mode)
-            if _is_ranked(entry):
-                row.append("-" if value is None else f"τ {value:.3f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]"))
-            else:
-                row.append(_pct_ci(value, ci))
+            row.append(_headline_cell(entry, *headline(entry, mode)) + _flag(entry, mode))
+        for name in floors:
+            floor = (entry.get("length_floor") or {}).get(name)
+            row.append("-" if floor is None else _headline_cell(entry, *headline({**entry, "modes": {name: floor}}, name)))
         rows.append(row)
-    return ["benchmark", "items", *modes], rows
+    return ["benchmark", "items", *modes, *(FLOOR_COLUMNS[name] for name in floors)], rows
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -98,10 +124,10 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def score_rows(entry: dict[str, Any]) -> list[list[str]]:
-    """Rows ``[what, n, value per mode]`` of a benchmark's accuracies (percent, 95% CI)."""
-    modes = list(entry["modes"])
-    first = entry["modes"][modes[0]]
-    per_mode = [entry["modes"][m] for m in modes]
+    """Rows ``[what, n, value per column]`` of a benchmark's accuracies (percent, 95% CI), one column
+    per mode and per length floor (:func:`columns`)."""
+    per_mode = [result for _, result in columns(entry)]
+    first = per_mode[0]
     rows: list[list[str]] = []
     if entry["kind"] == "reward-bench":
         for name, subset in first["subsets"].items():
@@ -110,6 +136,10 @@ def score_rows(entry: dict[str, Any]) -> list[list[str]]:
         for name, section in first["sections"].items():
             rows.append([f"**{name}** (section)", str(section["num_examples"]),
                          *(_pct_ci(r["sections"][name]["accuracy"], r["sections"][name]["ci"]) for r in per_mode)])
+            if "plain_accuracy" in section and len(section["subsets_present"]) > 1:
+                rows.append([f"{name} (plain: every item counts once)", str(section["num_examples"]),
+                             *(_pct_ci(r["sections"][name]["plain_accuracy"], r["sections"][name]["plain_ci"])
+                               for r in per_mode)])
         rows.append(["**score**", str(first["num_examples"]), *(_pct_ci(r["score"], r["ci"]) for r in per_mode)])
     elif entry["kind"] == "rm-bench":
         for domain, values in first["domains"].items():
@@ -135,6 +165,32 @@ def score_rows(entry: dict[str, Any]) -> list[list[str]]:
         rows.append(["best-of accuracy %", str(first["num_prompts_best"]),
                      *(_pct_ci(r["best_of_accuracy"], r["best_of_accuracy_ci"]) for r in per_mode)])
     return rows
+
+
+THIN_ITEMS, THIN_SHARE = 20, 0.25
+
+
+def thin_sections(entry: dict[str, Any]) -> str:
+    """A note on RewardBench sections whose official score rests on a handful of items.
+
+    The official section score weights each subset by its full-benchmark example count; on a sample,
+    a subset with few items can carry much of a section (a 3-item subset at half the weight moves
+    the section by 17 points per item). Flagged: a subset of fewer than :data:`THIN_ITEMS` items
+    carrying at least :data:`THIN_SHARE` of its section; the plain accuracy is in the table beside it.
+    """
+    if entry["kind"] != "reward-bench":
+        return ""
+    first = next(iter(entry["modes"].values()))
+    notes = []
+    for name, section in first["sections"].items():
+        for subset, share in (section.get("subset_weights") or {}).items():
+            n = first["subsets"][subset]["num_examples"]
+            if n < THIN_ITEMS and share >= THIN_SHARE:
+                notes.append(f"{name}: {subset} ({n} items) carries {100 * share:.0f}% of the section's weight")
+    if not notes:
+        return ""
+    return ("**Thin sections:** " + "; ".join(notes) + ". Read the plain accuracy (every item counts once) "
+            "beside the section score.")
 
 
 def _outlier_cell(outliers: dict[str, Any], sign: str) -> str:
@@ -181,13 +237,22 @@ def loading_line(entry: dict[str, Any]) -> str:
 def benchmark_markdown(label: str, entry: dict[str, Any], plots: dict[str, str]) -> str:
     """A benchmark's section of report.md."""
     modes = list(entry["modes"])
+    names = [name for name, _ in columns(entry)]
     sample = (f" (first {entry['limit']})" if entry.get("limit") else "") + (
         f" (seeded random sample of {entry['sample']}, seed {entry.get('seed', 0)})" if entry.get("sample") else "")
     parts = [f"### {label}", f"`{entry['path']}`: {entry['items']} items{sample}"]
     loading = loading_line(entry)
     if loading:
         parts.append(loading)
-    parts.append(markdown_table(["", "n", *modes], score_rows(entry)))
+    parts.append(markdown_table(["", "n", *names], score_rows(entry)))
+    flagged = [mode for mode in modes if _flag(entry, mode)]
+    if flagged:
+        check = entry["length_floor_checks"][flagged[0]]
+        parts.append(f"**Not above the length floor:** {', '.join(flagged)} (the better floor here is "
+                     f"'{FLOOR_COLUMNS[check['floor']]}', {_pct_ci(check['floor_score'], check['floor_ci'])}).")
+    thin = thin_sections(entry)
+    if thin:
+        parts.append(thin)
     diagnostics = diagnostic_rows(entry)
     if diagnostics:
         over = " (over all 9 style comparisons of each item)" if entry["kind"] == "rm-bench" else ""
@@ -327,6 +392,11 @@ def write_reports(report: dict[str, Any], out_dir: Path, preamble: str = "") -> 
     legend = ("; ".join(MODE_LEGEND[m] for m in report["modes"] if m in MODE_LEGEND) + ". RewardBench: official "
               "section weighting over the subsets present, prior sets at half weight; RM-Bench: mean of "
               "hard/normal/easy over the domains present; pairs: accuracy; ranked: Kendall τ-b.")
+    if any("length_floor" in entry for entry in report["benchmarks"].values()):
+        legend += (" Length floor: 'longer wins' / 'shorter wins' use the response's length in characters as the "
+                   f"reward, on the same items with the same intervals. {FLAG_NOTE}.")
+        if any(_flag(entry, mode) for entry in report["benchmarks"].values() for mode in entry["modes"]):
+            table += "\n" + FLAG_NOTE
     sections = ["# smorm evaluation report", preamble]
     if report.get("model"):
         sections.append(f"Model: `{report['model']}` ({report.get('scorer', 'RewardModel')}); "

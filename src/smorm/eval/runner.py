@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from smorm.eval.report import EvalReport, write_reports
+from smorm.eval.report import EvalReport, headline, write_reports
 from smorm.eval.scoring import packs_by_default, score_sequences
 from smorm.eval.theory import load_theory_data, run_theorem1
 from smorm.types import Message
@@ -236,7 +236,9 @@ def evaluate_loaded(model: Any, loaded: LoadedBenchmarks, batch_size: int = 16, 
         attributes=None if output.attributes is None else output.attributes.double().numpy(),
         gate_weights=None if output.gate_weights is None else output.gate_weights.double().numpy(),
         attribute_names=report["attributes"],
+        response_lengths=response_lengths(loaded.table),
     )
+    report["length_floor"] = LENGTH_FLOOR_NOTE
     for items in loaded.items:
         label = items.spec.label
         while label in report["benchmarks"]:  # the same file twice (e.g. two samples) keeps both
@@ -261,6 +263,41 @@ class ScoredArrays:
     attributes: np.ndarray | None
     gate_weights: np.ndarray | None
     attribute_names: list[str]
+    response_lengths: np.ndarray | None = None
+    """``[num_sequences]`` response length in characters: the length floor's reward."""
+
+
+LENGTH_FLOORS = {"longer": 1.0, "shorter": -1.0}
+LENGTH_FLOOR_NOTE = ("length floor: 'longer' / 'shorter' score each benchmark with the response's length in "
+                     "characters as the reward (longer / shorter response wins; equal lengths are a tie, scored "
+                     "as the benchmark scores ties), with the same bootstrap intervals as the model's heads")
+
+
+def response_lengths(table: SequenceTable) -> np.ndarray:
+    """Each sequence's response length in characters (model-free, untruncated: one floor for every model)."""
+    return np.array([float(len(response)) for _, response in table.items])
+
+
+def length_floor_checks(kind: str, modes: dict[str, Any], floors: dict[str, Any]) -> dict[str, Any]:
+    """Per mode: the better length floor, and whether the head's score is not above its interval.
+
+    A head whose headline score is at or below the upper end of the better floor's 95% interval is
+    flagged (``not_above_floor``): on that benchmark it is not shown to beat "the longer (or shorter)
+    response wins".
+    """
+    checks: dict[str, Any] = {}
+    floor_heads = {name: headline({"kind": kind, "modes": floors}, name) for name in floors}
+    usable = {name: value for name, value in floor_heads.items() if value[0] is not None}
+    if not usable:
+        return checks
+    best = max(usable, key=lambda name: usable[name][0])
+    floor_score, floor_ci = usable[best]
+    upper = floor_ci[1] if floor_ci else floor_score
+    for mode in modes:
+        score, _ = headline({"kind": kind, "modes": modes}, mode)
+        checks[mode] = {"floor": best, "floor_score": floor_score, "floor_ci": floor_ci,
+                        "not_above_floor": score is not None and score <= upper}
+    return checks
 
 
 def benchmark_entry(items: BenchItems, arrays: ScoredArrays) -> dict[str, Any]:
@@ -285,6 +322,11 @@ def benchmark_entry(items: BenchItems, arrays: ScoredArrays) -> dict[str, Any]:
         result = scorer.score(rows)
         result.update(diagnostics.pairwise_diagnostics(kind, rows))  # ECE dict replaces the pairs' float
         entry["modes"][mode] = result
+    if arrays.response_lengths is not None:
+        floors = {name: scorer.score(score_table(items, sign * arrays.response_lengths))
+                  for name, sign in LENGTH_FLOORS.items()}
+        entry["length_floor"] = floors
+        entry["length_floor_checks"] = length_floor_checks(kind, entry["modes"], floors)
     responses = diagnostics.benchmark_response_indices(kind, items.rows)
     if arrays.attributes is not None and responses is not None:
         entry["attribute_means"] = diagnostics.attribute_means(arrays.attributes, *responses, arrays.attribute_names)
