@@ -60,6 +60,9 @@ class ModelConfig(Strict):
         description="heads by name: single (BT), multi (attributes), length (ODIN)",
     )
     mode: Literal["F", "L", "M"] = Field("F", description="default inference mode")
+    mode_scale: Literal["standardized", "raw"] = Field(
+        "standardized", description="mode M: F and L each standardised by their mean and spread on the training "
+        "data (measured at save time), or the raw mean")
     with_lm_head: bool = Field(False, description="keep the LM head (GRM losses)")
 
 

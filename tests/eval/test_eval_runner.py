@@ -281,3 +281,14 @@ def test_report_shows_floor_columns_flags_and_thin_sections(report, tmp_path):
     markdown = write_reports(json.loads(json.dumps(report)), tmp_path).markdown_path.read_text()
     assert "| longer wins | shorter wins |" in markdown and "Chat Hard (plain: every item counts once)" in markdown
     assert "**Thin sections:**" in markdown
+
+
+def test_head_spread_and_how_often_m_orders_pairs_as_f(report, tiny_reward_model):
+    chosen = mode_scores(tiny_reward_model, QUESTIONS, GOOD)
+    rejected = mode_scores(tiny_reward_model, QUESTIONS, BAD)
+    entry = report["benchmarks"]["pairs:pairs.jsonl"]
+    for mode in ("F", "L", "M"):
+        both = np.concatenate([chosen[mode], rejected[mode]])
+        assert entry["head_spread"][mode] == pytest.approx(both.std(), abs=1e-6)
+    agree = np.sign(chosen["F"] - rejected["F"]) == np.sign(chosen["M"] - rejected["M"])
+    assert entry["m_agrees_with_f"] == pytest.approx(agree.mean())

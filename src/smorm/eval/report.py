@@ -259,6 +259,11 @@ def benchmark_markdown(label: str, entry: dict[str, Any], plots: dict[str, str])
         parts.append(f"Calibration and reward-difference outliers{over}; outliers are outside the box-plot "
                      "fences Q1 − 1.5 IQR, Q3 + 1.5 IQR of each sign group:\n\n"
                      + markdown_table(["", *modes], diagnostics))
+    if "head_spread" in entry:
+        spread = ", ".join(f"{mode} {value:.3g}" for mode, value in entry["head_spread"].items())
+        agree = ("" if "m_agrees_with_f" not in entry else
+                 f"; M orders {100 * entry['m_agrees_with_f']:.1f}% of the comparisons as F does")
+        parts.append(f"Reward spread (standard deviation over this benchmark's responses): {spread}{agree}.")
     parts.append(f"Pooled hidden states: norm mean {entry['hidden_state_norm_mean']:.3f}, variance "
                  f"{entry['hidden_state_norm_variance']:.3f}; effective rank {entry['effective_rank']:.1f}.")
     if "attribute_means" in entry:

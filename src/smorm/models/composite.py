@@ -28,12 +28,14 @@ import torch
 
 from smorm.io import atomic_write_text, read_json
 from smorm.models.reward_model import (
+    COMBINED,
     CONFIG_NAME,
     GATE_HEAD,
     MODES,
     RewardModel,
     RewardModelConfig,
     Scores,
+    combine_heads,
     model_folder,
     reward_for_mode,
 )
@@ -279,21 +281,34 @@ def combine_ensemble(outputs: Sequence[RewardOutput], combine: str, mode: str = 
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
     singles = [o.single for o in outputs]
     attributes = [o.attributes for o in outputs]
-    gated = [o.extra.get(GATE_HEAD) for o in outputs]
+    extra = {}
+    for key in (GATE_HEAD, COMBINED):  # the gated reward, mode M on one scale: where every member has it
+        values = [o.extra.get(key) for o in outputs]
+        if all(v is not None for v in values):
+            extra[key] = torch.stack(values).mean(dim=0)  # type: ignore[arg-type]
     return RewardOutput(
         single=torch.stack(singles).mean(dim=0) if all(s is not None for s in singles) else None,  # type: ignore[arg-type]
         attributes=torch.stack(attributes).mean(dim=0) if all(a is not None for a in attributes) else None,  # type: ignore[arg-type]
         pooled=pooled,
-        extra={GATE_HEAD: torch.stack(gated).mean(dim=0)} if all(g is not None for g in gated) else {},  # type: ignore[arg-type]
+        extra=extra,
     )
 
 
-def combine_baseline_sm(sorm: RewardOutput, morm: RewardOutput) -> RewardOutput:
-    """Baseline SM: the SORM's single head beside the MORM's attributes; mode M is their mean (000 Sec. 3)."""
+def combine_baseline_sm(sorm: RewardOutput, morm: RewardOutput, scales: dict[str, list[float]] | None = None,
+                        mode_scale: str = "standardized") -> RewardOutput:
+    """Baseline SM: the SORM's single head beside the MORM's attributes; mode M is their mean (000 Sec. 3).
+
+    ``scales``: ``{"F": the SORM's [mean, std], "L": the MORM's}`` (each model's own ``head_scales``):
+    mode M then puts the two models on one scale first, as a SMORM model does its two heads
+    (:func:`~smorm.models.reward_model.combine_heads`); without them, or with ``mode_scale: raw``, the
+    literal mean.
+    """
     if sorm.single is None or morm.attributes is None:
         raise ValueError("baseline_sm needs the SORM's single head and the MORM's multi head")
+    combined = combine_heads(sorm.single, morm.attributes.mean(dim=-1), scales or {}, mode_scale)
     return RewardOutput(single=sorm.single, attributes=morm.attributes,
-                        pooled=torch.cat([sorm.pooled, morm.pooled], dim=-1))
+                        pooled=torch.cat([sorm.pooled, morm.pooled], dim=-1),
+                        extra={} if combined is None else {COMBINED: combined})
 
 
 # ---------------------------------------------------------------- scorer
@@ -327,7 +342,10 @@ class CompositeScorer:
                                      response_starts=response_starts, pack=pack)
                    for m in self.members]
         if self.spec.kind == "baseline_sm":
-            return combine_baseline_sm(outputs[0], outputs[1])
+            sorm, morm = (m.config for m in self.members)
+            scales = {head: member.head_scales[head] for head, member in (("F", sorm), ("L", morm))
+                      if head in member.head_scales}
+            return combine_baseline_sm(outputs[0], outputs[1], scales, sorm.mode_scale)
         return combine_ensemble(outputs, self.spec.combine, self._member_mode)
 
     @torch.no_grad()

@@ -5,7 +5,10 @@ the smorm score of one inference mode, so vLLM, TRL, OpenRLHF and RewardBench ca
 
 * F: the single head's weight ``w_S`` becomes the ``score`` layer (000 Sec. 3, SMORM-F);
 * L: the mean of the attribute head's rows, ``mean_k w_M[k]`` (the mean of linear heads is linear);
-* M: ``0.5 * (w_S + mean_k w_M[k])``.
+* M: ``0.5 * (w_S + mean_k w_M[k])``, or, where the model puts its heads on one scale (``head_scales``,
+  ``mode_scale: standardized``), ``0.5 * (w_S / sd_F + mean_k w_M[k] / sd_L)``: smorm's mode M up
+  to the constant ``-0.5 * (mu_F / sd_F + mu_L / sd_L)``, which the bias-free score layer cannot hold
+  and which changes no comparison between responses (recorded as ``score_offset`` in the metadata).
 
 A mode that is not one linear map of the pooled state (an MLP head, a prompt-dependent gate) is
 refused. Pooling must agree as well: smorm reads the hidden state at the last attention-mask token,
@@ -111,7 +114,29 @@ def score_weight(model: RewardModel, mode: str) -> torch.Tensor:
     mean_attributes = _linear_weight(model, "multi", mode).mean(dim=0, keepdim=True)  # [1, d]
     if mode == "L":
         return mean_attributes
-    return 0.5 * (_linear_weight(model, "single", mode) + mean_attributes)
+    single = _linear_weight(model, "single", mode)
+    scales = m_scales(model)
+    if scales is None:
+        return 0.5 * (single + mean_attributes)
+    (_, sd_f), (_, sd_l) = scales
+    return 0.5 * (single / sd_f + mean_attributes / sd_l)
+
+
+def m_scales(model: RewardModel) -> tuple[list[float], list[float]] | None:
+    """``(F's [mean, sd], L's [mean, sd])`` where mode M standardises the heads, else None."""
+    scales = model.config.head_scales
+    if model.config.mode_scale != "standardized" or "F" not in scales or "L" not in scales:
+        return None
+    return scales["F"], scales["L"]
+
+
+def score_offset(model: RewardModel, mode: str) -> float:
+    """smorm's reward minus the exported score: the constant a bias-free layer cannot carry."""
+    scales = m_scales(model) if mode == "M" else None
+    if scales is None:
+        return 0.0
+    (mu_f, sd_f), (mu_l, sd_l) = scales
+    return -0.5 * (mu_f / sd_f + mu_l / sd_l)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,6 +294,7 @@ def export_reward_model(
             "max_length": model.config.max_length,
             "pad": asdict(pad),
             "probe_max_abs_deviation": deviation,
+            "score_offset": score_offset(model, mode),
             "how_to_score": "tokenizer(tokenizer.apply_chat_template(messages + [assistant turn], tokenize=False), "
                             "add_special_tokens=False) -> model(...).logits[:, 0]",
         }
@@ -284,7 +310,7 @@ def max_score_deviation(model: RewardModel, mode: str, classifier: nn.Module, to
     """Largest |HF score - smorm score| over the probe conversations, scored as ONE padded batch."""
     prompts = [prompt for prompt, _ in PROBE_CONVERSATIONS]
     responses = [response for _, response in PROBE_CONVERSATIONS]
-    expected = torch.tensor(model.score(prompts, responses, mode=mode).reward)
+    expected = torch.tensor(model.score(prompts, responses, mode=mode).reward) - score_offset(model, mode)
     from smorm.data.formatting import Formatter
 
     # Token ids as smorm builds them (special tokens the tokenizer adds itself included once).

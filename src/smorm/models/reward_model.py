@@ -31,6 +31,7 @@ from smorm.models.scoring import score_token_ids
 from smorm.types import Message, RewardOutput
 
 MODES = ("F", "L", "M", "G")
+COMBINED = "mode_M"  # RewardOutput.extra key of mode M when the model puts F and L on one scale
 CONFIG_NAME = "smorm_config.json"
 HEADS_NAME = "heads.safetensors"
 DELTA_NAME = "backbone_delta.safetensors"
@@ -60,6 +61,11 @@ class RewardModelConfig:
             ``delta`` (only the trained backbone tensors, on top of ``backbone``), ``reference``
             (none: the backbone is loaded from ``backbone`` unchanged).
         with_lm_head: the backbone keeps its LM head (GRM).
+        head_scales: ``{"F": [mean, std], "L": [mean, std]}`` of the single head's reward and of the
+            attribute mean on the training data, measured when the run is saved (empty for a model
+            saved before they existed, or with one head).
+        mode_scale: how mode M combines F and L: ``standardized`` (each put on one scale by its
+            ``head_scales`` first, see :func:`combine_heads`) or ``raw`` (the literal mean).
     """
 
     backbone: str
@@ -71,6 +77,8 @@ class RewardModelConfig:
     is_decoder: bool = True
     backbone_weights: str = "full"
     with_lm_head: bool = False
+    head_scales: dict[str, list[float]] = field(default_factory=dict)
+    mode_scale: str = "standardized"
     format_version: int = FORMAT_VERSION
 
     @classmethod
@@ -92,6 +100,7 @@ class Scores:
     attributes: dict[str, list[float]]
     gate_weights: list[list[float]] | None = None
     gated: list[float] | None = None
+    combined: list[float] | None = None  # mode M where the model puts F and L on one scale
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per response: ``reward``, ``F``/``L``/``M``/``G`` where defined, each attribute."""
@@ -103,7 +112,9 @@ class Scores:
             if self.attributes:
                 mean_attr = sum(v[i] for v in self.attributes.values()) / len(self.attributes)
                 row["L"] = mean_attr
-                if self.single is not None:
+                if self.combined is not None:
+                    row["M"] = self.combined[i]
+                elif self.single is not None:
                     row["M"] = 0.5 * (self.single[i] + mean_attr)
                 row["attributes"] = {name: vals[i] for name, vals in self.attributes.items()}
             if self.gated is not None:
@@ -133,7 +144,32 @@ def reward_for_mode(output: RewardOutput, mode: str) -> torch.Tensor:
         return mean_attributes
     if output.single is None:
         raise ValueError("mode M needs both heads; this model has no single-objective head")
+    if COMBINED in output.extra:  # put on one scale by the model that made the output
+        return output.extra[COMBINED]
     return 0.5 * (output.single + mean_attributes)
+
+
+MODE_SCALES = ("standardized", "raw")
+
+
+def combine_heads(single: torch.Tensor, mean_attributes: torch.Tensor, scales: dict[str, list[float]],
+                  mode_scale: str = "standardized") -> torch.Tensor | None:
+    """Mode M on one scale: ``0.5 * ((F - mu_F) / sd_F + (L - mu_L) / sd_L)``; None for the raw mean.
+
+    000 Sec. 3 defines SMORM-M as the mean of the two heads' rewards. The heads are trained by
+    different losses (BT is scale-free up to its margin; the regression head predicts [0, 1]
+    ratings), so their spreads can differ by an order of magnitude and the literal mean is then
+    mode F or mode L in disguise. Standardising each by its mean and spread on the training data
+    (``head_scales``, stored at save time) gives the two an equal say; ``mode_scale: raw`` (or a
+    model saved without scales) keeps the literal mean. The paper does not say which it used; its
+    formula is the literal mean.
+    """
+    if mode_scale not in MODE_SCALES:
+        raise ValueError(f"mode_scale {mode_scale!r}: expected one of {', '.join(MODE_SCALES)}")
+    if mode_scale == "raw" or "F" not in scales or "L" not in scales:
+        return None
+    (mean_f, sd_f), (mean_l, sd_l) = scales["F"], scales["L"]
+    return 0.5 * ((single - mean_f) / sd_f + (mean_attributes - mean_l) / sd_l)
 
 
 class RewardModel(nn.Module):
@@ -220,6 +256,10 @@ class RewardModel(nn.Module):
                     "forward, or response_starts to score_token_ids"
                 )
             extra[GATE_HEAD], gate_weights = self.heads[GATE_HEAD](prompt_pooled, attributes)
+        if single is not None and attributes is not None:
+            combined = combine_heads(single, attributes.mean(dim=-1), self.config.head_scales, self.config.mode_scale)
+            if combined is not None:
+                extra[COMBINED] = combined
         return RewardOutput(single=single, attributes=attributes, pooled=pooled, gate_weights=gate_weights,
                             extra=extra)
 
@@ -473,4 +513,5 @@ def scores_from_output(output: RewardOutput, mode: str, attribute_names: list[st
         attributes=attributes,
         gate_weights=None if output.gate_weights is None else output.gate_weights.tolist(),
         gated=output.extra[GATE_HEAD].tolist() if GATE_HEAD in output.extra else None,
+        combined=output.extra[COMBINED].tolist() if COMBINED in output.extra else None,
     )

@@ -102,10 +102,11 @@ class PoolScores:
     gate_weights: np.ndarray | None
     default_mode: str
     gated: np.ndarray | None = None
+    combined: np.ndarray | None = None  # mode M on one scale, where the model standardises its heads
 
     def reward(self, mode: str | None) -> np.ndarray:
         """``[P, N]`` reward of an inference mode (000 Sec. 3: F, L, M; 004 Sec. 3.2: G)."""
-        from smorm.models.reward_model import GATE_HEAD, reward_for_mode
+        from smorm.models.reward_model import COMBINED, GATE_HEAD, reward_for_mode
 
         shape = (self.single if self.single is not None else self.attributes).shape[:2]  # type: ignore[union-attr]
         flat = RewardOutput(
@@ -115,7 +116,8 @@ class PoolScores:
             pooled=torch.zeros(0),
             gate_weights=None if self.gate_weights is None else torch.from_numpy(
                 self.gate_weights.reshape(-1, self.gate_weights.shape[-1])),
-            extra={} if self.gated is None else {GATE_HEAD: torch.from_numpy(self.gated.reshape(-1))},
+            extra={**({} if self.gated is None else {GATE_HEAD: torch.from_numpy(self.gated.reshape(-1))}),
+                   **({} if self.combined is None else {COMBINED: torch.from_numpy(self.combined.reshape(-1))})},
         )
         return reward_for_mode(flat, mode or self.default_mode).numpy().reshape(shape)
 
@@ -125,7 +127,7 @@ class PoolScores:
 
         return {"single": listed(self.single), "attributes": listed(self.attributes),
                 "attribute_names": self.attribute_names, "gate_weights": listed(self.gate_weights),
-                "default_mode": self.default_mode, "gated": listed(self.gated)}
+                "default_mode": self.default_mode, "gated": listed(self.gated), "combined": listed(self.combined)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PoolScores:
@@ -133,7 +135,8 @@ class PoolScores:
             return None if value is None else np.asarray(value, dtype=np.float64)
 
         return cls(array(data["single"]), array(data["attributes"]), list(data["attribute_names"]),
-                   array(data["gate_weights"]), str(data["default_mode"]), array(data.get("gated")))
+                   array(data["gate_weights"]), str(data["default_mode"]), array(data.get("gated")),
+                   array(data.get("combined")))
 
 
 def pool_scores(
@@ -141,7 +144,7 @@ def pool_scores(
     batch_size: int = 16, bf16: bool = False, dtype: str | None = None, device: str | None = None,
 ) -> PoolScores:
     """Score a pool with the model at ``path`` (or read the cached scores)."""
-    from smorm.models.reward_model import GATE_HEAD
+    from smorm.models.reward_model import COMBINED, GATE_HEAD
 
     folder = model_folder(path)
     cache_file = None
@@ -166,7 +169,7 @@ def pool_scores(
 
     scores = PoolScores(shaped(output.single), shaped(output.attributes), attribute_names(scorer),
                         shaped(output.gate_weights), str(getattr(scorer.config, "mode", "F")),
-                        shaped(output.extra.get(GATE_HEAD)))
+                        shaped(output.extra.get(GATE_HEAD)), shaped(output.extra.get(COMBINED)))
     if cache_file is not None:
         atomic_write_json(cache_file, {"model": str(folder), **scores.to_json()}, indent=None)
     return scores

@@ -53,6 +53,9 @@ class TrainResult:
     summary: dict[str, Any]
 
 
+HEAD_SCALE_SAMPLE = 512  # training sequences scored at save time for head_scales
+
+
 def build_model(config: RunConfig, attributes: list[str]) -> RewardModel:
     """Load the backbone and attach the configured heads (seeded, so heads init identically)."""
     from smorm.models.backbone import load_backbone
@@ -70,6 +73,7 @@ def build_model(config: RunConfig, attributes: list[str]) -> RewardModel:
     model_config = RewardModelConfig(
         backbone=config.model.backbone, attributes=list(attributes), heads=heads, mode=config.model.mode,
         max_length=config.data.max_length, is_decoder=backbone.is_decoder, with_lm_head=config.model.with_lm_head,
+        mode_scale=config.model.mode_scale,
     )
     torch.manual_seed(config.train.seed)
     return RewardModel(backbone.model, backbone.tokenizer, model_config)
@@ -377,9 +381,47 @@ class Trainer:
 
     # ------------------------------------------------------------------ finish
 
+    @torch.no_grad()
+    def _head_scales(self) -> dict[str, list[float]]:
+        """Mean and spread of each head's reward (F: the single head, L: the attribute mean) on the
+        training sequences, the scale mode M puts them on (:func:`~smorm.models.reward_model.combine_heads`).
+
+        Measured on a seeded sample of at most ``HEAD_SCALE_SAMPLE`` of the training sequences (pairs'
+        chosen and rejected, rated responses), through the same inputs and forward as training (the
+        cached lower-layer features under ``top_k``/``frozen``), with the model in eval mode; every
+        process computes the same sample, so it works under DDP and the sharded engines alike.
+        """
+        import random
+
+        model = self.model_unwrapped
+        heads = {"F": "single", "L": "multi"}
+        if not any(name in model.heads for name in heads.values()):
+            return {}
+        total = len(self._all_sequences)
+        picked = sorted(random.Random(self.config.train.seed).sample(range(total), min(total, HEAD_SCALE_SAMPLE)))
+        was_training = self.model.training
+        self.model.eval()
+        values: dict[str, list[torch.Tensor]] = {"F": [], "L": []}
+        step = max(1, self.config.train.cache_batch_size)
+        for start in range(0, len(picked), step):
+            with self._autocast():
+                output: RewardOutput = self.model(**self._inputs(picked[start:start + step]))
+            if output.single is not None:
+                values["F"].append(output.single.float().cpu())
+            if output.attributes is not None:
+                values["L"].append(output.attributes.float().mean(dim=-1).cpu())
+        self.model.train(was_training)
+        scales = {}
+        for mode, parts in values.items():
+            if parts:
+                rewards = torch.cat(parts).double()
+                scales[mode] = [float(rewards.mean()), max(float(rewards.std(unbiased=False)), 1e-6)]
+        return scales
+
     def _finish(self, metrics: dict[str, float], train_seconds: float) -> TrainResult:
         self.accelerator.wait_for_everyone()
         model = self.model_unwrapped
+        model.config.head_scales = self._head_scales()  # saved with the model: mode M's common scale
         model_dir = self.output_dir / "model"
         summary: dict[str, Any] = {}
         # Under ZeRO-3/FSDP the module holds shards: every process joins the gather, and the main
