@@ -59,10 +59,13 @@ def test_train_then_score_gives_every_head(tiny_llama_dir, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["id"] == 7
+    # mode M: each head standardised by the mean and spread the run stored at save time
+    scales = json.loads((tmp_path / "run" / "model" / "smorm_config.json").read_text())["head_scales"]
+    (mu_f, sd_f), (mu_l, sd_l) = scales["F"], scales["L"]
     for row in rows:
         assert set(row["attributes"]) == {"helpfulness", "verbosity"}
         assert row["L"] == pytest.approx(sum(row["attributes"].values()) / 2)
-        assert row["M"] == pytest.approx((row["F"] + row["L"]) / 2)
+        assert row["M"] == pytest.approx(((row["F"] - mu_f) / sd_f + (row["L"] - mu_l) / sd_l) / 2, abs=1e-5)
         assert row["reward"] == pytest.approx(row["M"])
 
 

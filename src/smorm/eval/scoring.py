@@ -10,24 +10,7 @@ through :func:`score_sequences`. torch, tqdm and smorm.models load inside the fu
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
-
-
-def concat_outputs(parts: list[Any]) -> Any:
-    """Concatenate :class:`RewardOutput` parts row-wise (see :func:`smorm.models.scoring.concat_outputs`)."""
-    from smorm.models.scoring import concat_outputs as concat
-
-    return concat(parts)
-
-
-def select_rows(output: Any, index: torch.Tensor) -> Any:
-    """The rows ``index`` of every tensor in a :class:`RewardOutput`."""
-    from smorm.models.scoring import select_rows as select
-
-    return select(output, index)
+from typing import Any
 
 
 def packs_by_default(model: Any) -> bool:
@@ -65,7 +48,6 @@ def score_sequences(model: Any, sequences: list[list[int]], batch_size: int, bf1
     reads the prompt's last token). ``pack`` (default: :func:`packs_by_default`) encodes a prompt
     shared by several sequences once; a chunk never splits such a group.
     """
-    import torch
     from tqdm.auto import tqdm
 
     parameters = inspect.signature(model.score_token_ids).parameters
@@ -92,7 +74,6 @@ def score_sequences(model: Any, sequences: list[list[int]], batch_size: int, bf1
                 kwargs["pack"] = True
             parts.append(model.score_token_ids([sequences[i] for i in rows], **kwargs))
             bar.update(len(rows))
-    order = [i for rows in chunks for i in rows]
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-    return select_rows(concat_outputs(parts), inverse)
+    from smorm.models.scoring import in_input_order
+
+    return in_input_order(list(zip(chunks, parts, strict=True)))

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from smorm.models.devices import autocast, module_device
+from smorm.models.pooling import pool_last_token
+from smorm.models.scoring import padded_batches
 from smorm.types import RewardOutput
 
 DEFAULT_MAX_LENGTH = 1024
@@ -93,26 +95,21 @@ class HFRewardModel:
         ``response_starts`` is accepted for the common scoring surface and not used: a classifier has no
         gate reading the prompt's last token.
         """
-        from smorm.data.collate import collate_sequences
-        from smorm.models.reward_model import pool_last_token
-
         if response_starts is not None and len(response_starts) != len(sequences):
             raise ValueError(f"{len(sequences)} sequences but {len(response_starts)} response_starts")
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         device = module_device(self.model)
-        rewards: list[torch.Tensor] = []
-        pooled: list[torch.Tensor] = []
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = collate_sequences([sequences[i] for i in chunk], self.pad_id, padding_side="right")
+
+        def forward(batch: Any, rows: list[int]) -> RewardOutput:
             input_ids, attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
             with autocast(device, autocast_bf16):
                 out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-            rewards.append(out.logits[:, 0].float().cpu())  # gathered on the host, batch after batch
-            pooled.append(pool_last_token(out.hidden_states[-1], attention_mask).float().cpu())
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-        return RewardOutput(single=torch.cat(rewards)[inverse], attributes=None, pooled=torch.cat(pooled)[inverse])
+            return RewardOutput(single=out.logits[:, 0], attributes=None,
+                                pooled=pool_last_token(out.hidden_states[-1], attention_mask))
+
+        output = padded_batches(sequences, batch_size, self.pad_id, forward)
+        if output is None:
+            return RewardOutput(single=torch.empty(0), attributes=None, pooled=torch.empty(0, 0))
+        return output
 
 
 def load_hf_reward_model(reference: str, max_length: int | None = None, dtype: str = "float32",

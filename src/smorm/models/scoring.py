@@ -16,9 +16,9 @@ that of its own ``prompt ⊕ response`` sequence up to float rounding, and the g
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -80,29 +80,44 @@ def score_token_ids(model: RewardModel, sequences: Sequence[list[int]], batch_si
         model.train(was_training)
 
 
-def score_padded(model: RewardModel, sequences: Sequence[list[int]], batch_size: int, autocast_bf16: bool,
-                 response_starts: Sequence[int] | None, need_prompt: bool) -> RewardOutput:
-    """Length-sorted, right-padded batches of ``batch_size``; float32 outputs in input order."""
+def padded_batches(sequences: Sequence[list[int]], batch_size: int, pad_id: int,
+                   forward: Callable[[Any, list[int]], RewardOutput]) -> RewardOutput | None:
+    """The one padded scoring loop: length-sorted, right-padded batches; float32 outputs in input order.
+
+    ``forward(batch, rows)`` scores one :class:`~smorm.data.collate.Batch` (on the host; the caller
+    moves it) whose rows are the input indices ``rows``. Sorting all sequences once keeps padding
+    minimal. Every scorer's padded path (a :class:`RewardModel`, a Hugging Face classifier) runs
+    through here; None when there is nothing to score.
+    """
     from smorm.data.collate import collate_sequences
 
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    pad_id = model.tokenizer.pad_token_id
-    device = module_device(model)
     parts: list[RewardOutput] = []
     for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = collate_sequences([sequences[i] for i in chunk], pad_id, padding_side="right")
+        rows = order[start : start + batch_size]
+        batch = collate_sequences([sequences[i] for i in rows], pad_id, padding_side="right")
+        parts.append(as_host_float(forward(batch, rows)))
+    return in_input_order([(order, concat_outputs(parts))]) if parts else None
+
+
+def score_padded(model: RewardModel, sequences: Sequence[list[int]], batch_size: int, autocast_bf16: bool,
+                 response_starts: Sequence[int] | None, need_prompt: bool) -> RewardOutput:
+    """:func:`padded_batches` through ``RewardModel.forward`` (with the gate's prompt inputs when needed)."""
+    device = module_device(model)
+
+    def forward(batch: Any, rows: list[int]) -> RewardOutput:
         prompt: dict[str, torch.Tensor] = {}
         if need_prompt:
             assert response_starts is not None
-            prompt = prompt_inputs(model, [sequences[i] for i in chunk], [response_starts[i] for i in chunk])
+            prompt = prompt_inputs(model, [sequences[i] for i in rows], [response_starts[i] for i in rows])
         with autocast(device, autocast_bf16):
-            out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                        **move_to(prompt, device))
-        parts.append(as_host_float(out))
-    if not parts:  # nothing to score: an empty output (its pooled features have no rows either)
+            return model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                         **move_to(prompt, device))
+
+    output = padded_batches(sequences, batch_size, model.tokenizer.pad_token_id, forward)
+    if output is None:  # nothing to score: an empty output (its pooled features have no rows either)
         return RewardOutput(single=None, attributes=None, pooled=torch.empty(0, model.hidden_size))
-    return in_input_order([(order, concat_outputs(parts))])
+    return output
 
 
 def prompt_inputs(model: RewardModel, sequences: list[list[int]], response_starts: list[int]
