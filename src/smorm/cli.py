@@ -277,18 +277,19 @@ def demo(
 
 
 def serve_command(settings: ServeCommand) -> None:
-    """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health, GET /info.
+    """Serve a reward model (run, model, composite or Hugging Face classifier folder) over HTTP: POST /score,
+    POST /get_reward (OpenRLHF), GET /health, GET /info.
 
     The bearer token is best given as the SMORM_SERVE_TOKEN variable (a flag shows in the process list)."""
     from smorm.serve.app import run_server
     from smorm.serve.settings import ServeSettings
 
-    values = settings.model_dump(exclude={"run", "log_level"})
+    values = settings.model_dump(exclude={"run", "log_level", "hf"})
     if values["token"] is None and os.environ.get("SMORM_SERVE_TOKEN"):
         values["token"] = os.environ["SMORM_SERVE_TOKEN"]
     served = ServeSettings(**values)  # validated here, the token from the environment too
     try:
-        run_server(str(settings.run), served, log_level=settings.log_level)  # a run folder or its model/
+        run_server(str(settings.run), served, log_level=settings.log_level, hf=settings.hf)
     except ImportError as error:
         raise ValueError(f"{error}; install the server extra: pip install 'smorm[serve]'") from None
 
