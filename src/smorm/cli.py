@@ -18,6 +18,7 @@ from smorm.gating.settings import GateSettings
 from smorm.io import atomic_write_text
 from smorm.rlhf import cli as rlhf_cli
 from smorm.rlhf.settings import BoNSettings, RLSettings
+from smorm.run_config import find_run_config, read_run_config
 from smorm.serve.settings import ServeCommand
 from smorm.settings import DEVICE_HELP, describe_fields
 
@@ -219,14 +220,15 @@ def eval_command(settings: EvalSettings, quiet: bool = False) -> None:
 
     Without --bench, the benchmarks are the run's own eval.benches (from RUN/config.json)."""
     from smorm.eval.runner import BenchSpec, evaluate_run, parse_bench
-    from smorm.eval.theory import load_run_config, run_config_path
 
     specs = [parse_bench(text) for text in settings.benches]
-    if not specs and run_config_path(settings.run).is_file():
-        specs = [BenchSpec(**bench.model_dump()) for bench in load_run_config(settings.run).eval.benches]
+    config_path = find_run_config(settings.run)
+    if not specs and config_path is not None:
+        specs = [BenchSpec(**bench.model_dump()) for bench in read_run_config(settings.run).eval.benches]
     if not specs and not settings.theory:
-        raise ValueError("nothing to evaluate: give --bench KIND:PATH (repeatable) and/or --theory "
-                         f"(RUN has no eval.benches in {run_config_path(settings.run)})")
+        where = (f"RUN has no eval.benches in {config_path}" if config_path is not None
+                 else f"{settings.run} is not a training run with a config.json of its own")
+        raise ValueError(f"nothing to evaluate: give --bench KIND:PATH (repeatable) and/or --theory ({where})")
     if settings.sample is not None:
         for spec in specs:
             spec.sample, spec.seed = settings.sample, settings.seed
@@ -277,18 +279,19 @@ def demo(
 
 
 def serve_command(settings: ServeCommand) -> None:
-    """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health, GET /info.
+    """Serve a reward model (run, model, composite or Hugging Face classifier folder) over HTTP: POST /score,
+    POST /get_reward (OpenRLHF), GET /health, GET /info.
 
     The bearer token is best given as the SMORM_SERVE_TOKEN variable (a flag shows in the process list)."""
     from smorm.serve.app import run_server
     from smorm.serve.settings import ServeSettings
 
-    values = settings.model_dump(exclude={"run", "log_level"})
+    values = settings.model_dump(exclude={"run", "log_level", "hf"})
     if values["token"] is None and os.environ.get("SMORM_SERVE_TOKEN"):
         values["token"] = os.environ["SMORM_SERVE_TOKEN"]
     served = ServeSettings(**values)  # validated here, the token from the environment too
     try:
-        run_server(str(settings.run), served, log_level=settings.log_level)  # a run folder or its model/
+        run_server(str(settings.run), served, log_level=settings.log_level, hf=settings.hf)
     except ImportError as error:
         raise ValueError(f"{error}; install the server extra: pip install 'smorm[serve]'") from None
 

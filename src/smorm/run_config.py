@@ -3,16 +3,19 @@ option of ``smorm train`` is documented.
 
 It lives below both ``smorm.train`` (which trains a run from it) and ``smorm.eval`` (which reads a
 finished run's data and benchmarks from it). Reading a YAML file with ``key=value`` overrides is
-:func:`smorm.train.config.load_config`. Pydantic only, so ``smorm train --help`` starts without
+:func:`smorm.train.config.load_config`; reading a finished run's ``config.json`` (for ``smorm eval``,
+the Theorem 1 check, the reward-hacking lab's held-out prompts) is :func:`read_run_config`. Pydantic only, so ``smorm train --help`` starts without
 torch; the loss registry is imported inside the validators that need it.
 Defaults follow the SMORM paper's Table 10 (000 App. G) for full fine-tuning.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from smorm.settings import Strict
 
@@ -220,3 +223,43 @@ class RunConfig(Strict):
         if self.train.shared_prompt and "lm" in needs:
             raise ValueError("train.shared_prompt cannot be combined with GRM losses (they need unpacked hidden states)")
         return self
+
+
+# ---------------------------------------------------------------- a finished run's config.json
+
+RUN_CONFIG_NAME = "config.json"  # what `smorm train` writes into the run folder, beside model/
+
+
+def find_run_config(reference: str | os.PathLike[str]) -> Path | None:
+    """The ``config.json`` of the training run ``reference`` names (``RUN`` or ``RUN/model``), or None.
+
+    A run folder holds ``config.json`` beside ``model/``, as ``smorm train`` leaves it; asking for
+    ``model/`` keeps a Hugging Face model folder's own ``config.json`` from being read as a run's.
+    """
+    path = Path(reference)
+    for run in (path, path.parent) if path.name == "model" else (path,):
+        if (run / RUN_CONFIG_NAME).is_file() and (run / "model").is_dir():
+            return run / RUN_CONFIG_NAME
+    return None
+
+
+def read_run_config(reference: str | os.PathLike[str], needed_for: str = "") -> RunConfig:
+    """The :class:`RunConfig` a training run was made with, read from its ``config.json``.
+
+    Args:
+        reference: the run folder or its ``model/`` folder.
+        needed_for: why the caller reads it, said when there is none ("held-out prompts need ...").
+
+    Raises:
+        FileNotFoundError: ``reference`` is not a training run (the message names the file looked for).
+        ValueError: the file is not JSON or not a valid run config (the message names the file).
+    """
+    path = find_run_config(reference)
+    if path is None:
+        reason = f"; {needed_for}" if needed_for else ""
+        raise FileNotFoundError(f"{reference}: not a smorm training run (no {RUN_CONFIG_NAME} beside a model/ "
+                                f"folder, as `smorm train` writes it){reason}")
+    try:
+        return RunConfig.model_validate_json(path.read_bytes())
+    except ValidationError as error:
+        raise ValueError(f"{path}: not a valid run config: {error}") from None

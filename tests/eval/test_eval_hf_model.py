@@ -121,3 +121,14 @@ def test_wrapper_exposes_the_runner_surface(classifier_dir):
     assert model.config.max_length == 40 and model.config.attributes == []
     assert model.pad_id == model.model.config.pad_token_id
     assert model.model.config.pad_token_id is not None
+
+
+def test_eval_without_bench_does_not_read_a_classifiers_config_json_as_a_run_config(classifier_dir):
+    from typer.testing import CliRunner
+
+    from smorm.cli import app
+
+    # The classifier's config.json is Hugging Face's, not a training run's: there are no benchmarks of its own.
+    result = CliRunner().invoke(app, ["eval", str(classifier_dir)])
+    assert result.exit_code == 2
+    assert "nothing to evaluate" in result.output and "not a training run" in result.output

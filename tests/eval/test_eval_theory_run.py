@@ -115,11 +115,11 @@ def test_theory_needs_both_data_sets(tmp_path, tiny_llama_dir):
     raw["data"]["ratings"] = []
     raw["losses"] = [{"name": "bt"}]
     run = tmp_path / "run"
-    run.mkdir()
+    (run / "model").mkdir(parents=True)  # a run folder as `smorm train` leaves it: config.json beside model/
     (run / "config.json").write_text(RunConfig.model_validate(raw).model_dump_json())
     with pytest.raises(ValueError, match=r"no D_M \(data.ratings\)"):
         load_theory_data(run)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="no config.json beside a model/ folder.*Theorem 1"):
         load_theory_data(tmp_path)
     (run / "config.json").write_text('{"method": 3}')
     with pytest.raises(ValueError, match="not a valid run config"):

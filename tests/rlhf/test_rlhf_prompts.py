@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from smorm.rlhf.prompts import file_prompts, heldout_prompts, run_folder
+from smorm.rlhf.prompts import file_prompts, heldout_prompts
 
 
 def fake_run(folder: Path, pairs_file: Path, limit: int | None) -> Path:
@@ -57,8 +57,9 @@ def test_heldout_needs_a_limit_and_a_run_folder(tmp_path):
     whole = fake_run(tmp_path / "whole", pairs, limit=None)
     with pytest.raises(ValueError, match="trained on every prompt"):
         heldout_prompts([whole], count=5)
-    with pytest.raises(FileNotFoundError, match="not a smorm training run"):
-        run_folder(tmp_path)
+    # A folder with no config.json beside a model/ folder is not a run; the error says why it is needed.
+    with pytest.raises(FileNotFoundError, match="not a smorm training run .*held-out prompts need the run's config"):
+        heldout_prompts([tmp_path], count=5)
 
 
 def test_file_prompts_seeded_sample_in_file_order(tmp_path, shared_data):

@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike
 
 from smorm.eval.metrics import as_float_array
 from smorm.eval.scoring import score_sequences
+from smorm.run_config import find_run_config, read_run_config
 
 
 @dataclass(frozen=True)
@@ -222,32 +223,6 @@ class TheoryData:
     num_rated_incomplete: int
 
 
-def run_config_path(run: str | Path) -> Path:
-    """``RUN/config.json``; a run's ``model/`` folder points back to its run folder."""
-    run = Path(run)
-    if not (run / "config.json").is_file() and run.name == "model" and (run.parent / "config.json").is_file():
-        return run.parent / "config.json"
-    return run / "config.json"
-
-
-def load_run_config(run: str | Path) -> Any:
-    """The :class:`~smorm.run_config.RunConfig` a run was trained with (its ``config.json``)."""
-    from pydantic import ValidationError
-
-    from smorm.run_config import RunConfig
-
-    path = run_config_path(run)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: not found. The Theorem 1 check reads the run's training config (written by "
-            "`smorm train` as RUN/config.json) to find D_S and D_M"
-        )
-    try:
-        return RunConfig.model_validate_json(path.read_text())
-    except ValidationError as error:
-        raise ValueError(f"{path}: not a valid run config: {error}") from None
-
-
 def seeded_sample(records: list[Any], size: int, seed: int) -> list[Any]:
     """A seeded random ``size`` of ``records`` (all of them when fewer), in their original order."""
     if size >= len(records):
@@ -262,8 +237,8 @@ def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed:
 
     if sample < 2:
         raise ValueError(f"the Theorem 1 sample needs at least 2 records of each set, got {sample}")
-    path = run_config_path(run)
-    config = load_run_config(run)
+    config = read_run_config(run, needed_for="the Theorem 1 check reads the run's training config to find D_S and D_M")
+    path = find_run_config(run)
     if not config.data.pairs or not config.data.ratings:
         missing = "D_S (data.pairs)" if not config.data.pairs else "D_M (data.ratings)"
         raise ValueError(f"{path}: the run has no {missing}; Theorem 1 couples a pairwise set and a rated set")

@@ -3,8 +3,9 @@
 A :class:`Scorer` is what eval, score, serve, gate, bon, rl and the TRL reward function need:
 a tokenizer, a config with ``max_length``, ``attributes`` and a default ``mode``, the names of its
 heads, and ``score_token_ids(sequences, ...) -> RewardOutput``. A :class:`RewardModel`, a composite
-(ensemble, Baseline SM) and a Hugging Face sequence classifier each implement it, and
-:func:`load_scorer` opens any of them from a path, on the device asked for.
+(ensemble, Baseline SM) and a Hugging Face sequence classifier each implement it,
+:func:`available_modes` lists the modes one offers, and :func:`load_scorer` opens any of them from
+a path, on the device asked for.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 
 from smorm.models.composite import CompositeScorer, is_composite, load_composite
 from smorm.models.devices import preferred_dtype, resolve_device
+from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.hf_scorer import HFRewardModel, is_sequence_classifier_folder, load_hf_reward_model
-from smorm.models.reward_model import RewardModel, model_folder
+from smorm.models.reward_model import MODES, RewardModel, model_folder
 from smorm.types import RewardOutput
 
 
@@ -35,6 +37,20 @@ class Scorer(Protocol):
 
     def score_token_ids(self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False,
                         response_starts: Sequence[int] | None = None) -> RewardOutput: ...
+
+
+def available_modes(scorer: Scorer) -> list[str]:
+    """The inference modes a scorer offers: F (single head), L (multi), M (both), G (gate).
+
+    A scorer may declare its own (a Hugging Face classifier: F only); otherwise they follow from the
+    names of its heads, so a composite offers what its combination keeps (a ``min`` ensemble: F).
+    """
+    declared = getattr(scorer, "modes", None)
+    if declared is not None:
+        return list(declared)
+    heads = set(scorer.heads)
+    needs = {"F": {"single"}, "L": {"multi"}, "M": {"single", "multi"}, "G": {GATE_HEAD}}
+    return [mode for mode in MODES if needs[mode] <= heads]
 
 
 def looks_like_hub_id(reference: str) -> bool:

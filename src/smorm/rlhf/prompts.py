@@ -19,35 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from smorm.data.spec import PromptRecord
-from smorm.io import read_json
 from smorm.rlhf.generate import prompt_key
-
-
-def run_folder(reference: str | Path) -> Path:
-    """The training run folder of a model reference (``RUN`` or ``RUN/model``), holding ``config.json``.
-
-    Raises:
-        FileNotFoundError: no ``config.json`` beside or above the model folder.
-    """
-    path = Path(reference)
-    for candidate in (path, path.parent):
-        if (candidate / "config.json").is_file() and (candidate / "model").is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"{reference}: not a smorm training run (no config.json next to a model/ folder); held-out prompts "
-        "need the run's config to know which records it trained on"
-    )
-
-
-def read_run_config(reference: str | Path) -> Any:
-    """The :class:`~smorm.train.config.RunConfig` a run was trained with."""
-    from smorm.train.config import RunConfig
-
-    path = run_folder(reference) / "config.json"
-    try:
-        return RunConfig.model_validate(read_json(path))
-    except Exception as error:  # noqa: BLE001 - pydantic and JSON errors are shown with the file
-        raise ValueError(f"{path}: not a smorm run config: {error}") from None
+from smorm.run_config import read_run_config
 
 
 def _source_spec(source: Any, limit: int | None) -> Any:
@@ -80,7 +53,8 @@ def heldout_prompts(
     trained: set[str] = set()
     sources: dict[str, Any] = {}
     for run in runs:
-        config = read_run_config(run)
+        config = read_run_config(run, needed_for="held-out prompts need the run's config to know which records "
+                                 "it trained on")
         for source in config.data.pairs:
             records, _ = load_pairs(_source_spec(source, source.limit), on_error=config.data.on_error)
             trained.update(prompt_key(r.prompt) for r in records)

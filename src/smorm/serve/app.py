@@ -1,4 +1,9 @@
-"""The scoring server: a FastAPI app around one RewardModel and one micro-batching worker.
+"""The scoring server: a FastAPI app around one scorer and one micro-batching worker.
+
+The scorer is anything :func:`smorm.models.scorers.load_scorer` opens (a run or model folder, a
+composite folder: ensemble or Baseline SM, a Hugging Face sequence classifier), served through the
+:class:`~smorm.models.scorers.Scorer` surface only; it answers the modes it offers
+(:func:`~smorm.models.scorers.available_modes`).
 
 Endpoints:
 
@@ -27,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from smorm.data.formatting import EncodedSequence
-from smorm.models import reward_model as reward_model_module
+from smorm.models.composite import CompositeScorer
+from smorm.models.reward_model import reward_for_mode, scores_from_output
+from smorm.models.scorers import Scorer, available_modes, load_scorer
 from smorm.serve.batcher import MicroBatcher, QueueFull
 from smorm.serve.inputs import ItemTooLong, QueryEncoder, TokenLimits, encode_items
 from smorm.serve.settings import ServeSettings
@@ -35,45 +42,43 @@ from smorm.serve.settings import ServeSettings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from smorm.models.reward_model import RewardModel
-
 logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-def available_modes(model: "RewardModel") -> list[str]:
-    """The inference modes this model can answer, found by one forward pass on a short probe."""
-    probe = [[model.tokenizer.pad_token_id or 0, 1, 2]]
-    output = model.score_token_ids(probe, batch_size=1, response_starts=[2])
-    modes = []
-    for mode in reward_model_module.MODES:
-        try:
-            reward_model_module.reward_for_mode(output, mode)
-        except (ValueError, KeyError, NotImplementedError):
-            continue
-        modes.append(mode)
-    return modes
+def unavailable_mode(mode: str, modes: list[str], scorer: Scorer) -> str:
+    """The message for a mode the scorer does not offer, naming the ones it does."""
+    return (f"mode {mode!r} is not available for this model ({type(scorer).__name__}); "
+            f"available: {', '.join(modes)}")
 
 
-def model_info(model: "RewardModel", modes: list[str], default_mode: str) -> dict[str, Any]:
-    config = model.config
-    return {
-        "backbone": config.backbone,
+def model_info(scorer: Scorer, modes: list[str], default_mode: str) -> dict[str, Any]:
+    """What ``/info`` says about the scorer: its kind, what it is built on, its heads and modes."""
+    config = scorer.config
+    info: dict[str, Any] = {
+        "scorer": type(scorer).__name__,
+        # A RewardModel's backbone, a classifier's folder or hub id; a composite has one per member.
+        "backbone": getattr(config, "backbone", None),
         "attributes": list(config.attributes),
-        "heads": {name: dict(spec) for name, spec in config.heads.items()},
+        "heads": list(scorer.heads),
         "modes": modes,
         "default_mode": default_mode,
         "max_length": config.max_length,
-        "is_decoder": config.is_decoder,
     }
+    if isinstance(scorer, CompositeScorer):
+        spec = scorer.spec
+        info["composite"] = {"kind": spec.kind, "combine": spec.combine,
+                             "members": dict(zip(spec.roles, spec.members, strict=True))}
+    return info
 
 
-def create_app(model: "RewardModel", settings: ServeSettings | None = None) -> "FastAPI":
+def create_app(scorer: Scorer, settings: ServeSettings | None = None) -> "FastAPI":
     """Build the FastAPI app; the scoring thread starts and stops with the app's lifespan.
 
     Args:
-        model: a loaded reward model (it is put in eval mode and only ever run by the worker thread).
+        scorer: a loaded scorer (:func:`smorm.models.scorers.load_scorer`); only the worker thread
+            ever runs it.
         settings: limits and batching; defaults are :class:`ServeSettings`'s.
     """
     # No `from __future__ import annotations` in this module: FastAPI reads the endpoints'
@@ -81,24 +86,27 @@ def create_app(model: "RewardModel", settings: ServeSettings | None = None) -> "
     from fastapi import FastAPI, HTTPException, Request
 
     settings = settings or ServeSettings()
-    model.eval()
-    modes = available_modes(model)
-    default_mode = settings.mode or model.config.mode
+    if isinstance(scorer, torch.nn.Module):
+        # load_scorer's scorers are in eval mode already; a RewardModel built in code may not be,
+        # and dropout would make its rewards random.
+        scorer.eval()
+    modes = available_modes(scorer)
+    default_mode = settings.mode or scorer.config.mode
     if default_mode not in modes:
-        raise ValueError(f"mode {default_mode!r} is not available for this model; available: {', '.join(modes)}")
+        raise ValueError(unavailable_mode(default_mode, modes, scorer))
     limits = TokenLimits(
-        max_item_tokens=settings.max_item_tokens or model.config.max_length,
-        model_max_length=model.config.max_length,
+        max_item_tokens=settings.max_item_tokens or scorer.config.max_length,
+        model_max_length=scorer.config.max_length,
     )
-    query_encoder = QueryEncoder(model.tokenizer, limits)
+    query_encoder = QueryEncoder(scorer.tokenizer, limits)
 
     def score_sequences(sequences: list[EncodedSequence]) -> Any:
         with torch.inference_mode():
-            return model.score_token_ids([s.input_ids for s in sequences], batch_size=settings.max_batch_size,
-                                         response_starts=[s.response_start for s in sequences])
+            return scorer.score_token_ids([s.input_ids for s in sequences], batch_size=settings.max_batch_size,
+                                          response_starts=[s.response_start for s in sequences])
 
     batcher = MicroBatcher(score_sequences, settings.max_batch_size, settings.max_wait_ms, settings.max_queue)
-    info = model_info(model, modes, default_mode)
+    info = model_info(scorer, modes, default_mode)
     started = time.time()
 
     @asynccontextmanager
@@ -191,7 +199,6 @@ def create_app(model: "RewardModel", settings: ServeSettings | None = None) -> "
 
     @app.post("/score")
     async def score(request: Request) -> dict[str, Any]:
-        from smorm.models.reward_model import scores_from_output
         from smorm.serve.schemas import ScoreRequest
 
         check_token(request)
@@ -201,18 +208,17 @@ def create_app(model: "RewardModel", settings: ServeSettings | None = None) -> "
         body = parse(ScoreRequest, data)
         mode = body.mode or default_mode
         if mode not in modes:
-            raise HTTPException(422, f"mode {mode!r} is not available for this model; available: {', '.join(modes)}")
+            raise HTTPException(422, unavailable_mode(mode, modes, scorer))
         try:
-            sequences = encode_items(model.tokenizer, [item.prompt_value() for item in body.items],
+            sequences = encode_items(scorer.tokenizer, [item.prompt_value() for item in body.items],
                                      [item.response for item in body.items], limits)
         except ItemTooLong as error:
             raise HTTPException(422, str(error)) from None
         output = await run(sequences)
-        return {"mode": mode, "results": scores_from_output(output, mode, model.config.attributes).rows()}
+        return {"mode": mode, "results": scores_from_output(output, mode, scorer.config.attributes).rows()}
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict[str, Any]:
-        from smorm.models.reward_model import reward_for_mode
         from smorm.serve.schemas import GetRewardRequest
 
         check_token(request)
@@ -242,14 +248,13 @@ def warn_if_exposed(settings: ServeSettings) -> str | None:
     return f"listening on {settings.host}; requests need the bearer token"
 
 
-def run_server(model_dir: str, settings: ServeSettings, log_level: str = "info") -> None:
-    """Load the model in ``model_dir`` and serve it with uvicorn until interrupted."""
+def run_server(model_dir: str, settings: ServeSettings, log_level: str = "info", hf: bool | None = None) -> None:
+    """Load the scorer at ``model_dir`` (any folder :func:`load_scorer` opens) and serve it with uvicorn
+    until interrupted; ``hf`` as in :func:`load_scorer` (None: detected)."""
     import uvicorn
 
-    from smorm.models.reward_model import RewardModel
-
-    model = RewardModel.from_pretrained(model_dir, device=settings.device)
-    app = create_app(model, settings)
+    scorer = load_scorer(model_dir, device=settings.device, hf=hf)
+    app = create_app(scorer, settings)
     warning = warn_if_exposed(settings)
     if warning:
         logger.warning(warning)

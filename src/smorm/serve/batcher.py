@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from smorm.data.formatting import EncodedSequence
+from smorm.models.scoring import select_rows
 from smorm.types import RewardOutput
 
 logger = logging.getLogger(__name__)
@@ -60,18 +61,9 @@ class _Job:
 
 
 def slice_output(output: RewardOutput, start: int, stop: int) -> RewardOutput:
-    """Rows ``start:stop`` of every tensor of a :class:`RewardOutput`."""
-
-    def part(tensor: torch.Tensor | None) -> torch.Tensor | None:
-        return None if tensor is None else tensor[start:stop]
-
-    return RewardOutput(
-        single=part(output.single),
-        attributes=part(output.attributes),
-        pooled=output.pooled[start:stop],
-        gate_weights=part(output.gate_weights),
-        extra={name: tensor[start:stop] for name, tensor in output.extra.items()},
-    )
+    """Rows ``start:stop`` of every tensor of a :class:`RewardOutput`, whichever scorer made it
+    (a composite's ``pooled`` holds its members' features side by side, a classifier has no attributes)."""
+    return select_rows(output, torch.arange(start, stop))
 
 
 def _resolve(future: asyncio.Future[RewardOutput], result: RewardOutput | None, error: BaseException | None) -> None:

@@ -3,8 +3,9 @@
 Two input shapes reach a reward server:
 
 * ``/score`` items: a prompt (text or chat messages) and a response. They are formatted exactly
-  as :meth:`RewardModel.score` formats them (:class:`~smorm.data.formatting.Formatter`), so the
-  server's scores equal ``smorm score`` on the same inputs.
+  as :meth:`RewardModel.score` and :func:`~smorm.models.composite.score_responses` format them
+  (:class:`~smorm.data.formatting.Formatter` with the scorer's tokenizer), so the server's scores
+  equal ``smorm score`` on the same inputs, whichever scorer is served.
 * ``/get_reward`` queries (OpenRLHF's remote reward model): one string per sample holding the
   prompt AND the response, already rendered with a chat template. OpenRLHF's own ``serve_rm``
   strips pad and EOS tokens from both ends of the text, appends one EOS and tokenizes the whole

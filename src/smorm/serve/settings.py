@@ -43,6 +43,9 @@ class ServeSettings(Strict):
 class ServeCommand(ServeSettings):
     """``smorm serve``'s settings: the model to serve and how."""
 
-    run: Path = Field(description="run folder or smorm model folder")
+    run: Path = Field(description="what to serve: a run folder, smorm model folder, composite folder (ensemble, "
+                      "Baseline SM) or Hugging Face sequence-classification reward model (folder or hub id; mode F)")
+    hf: bool | None = Field(None, description="RUN is a Hugging Face AutoModelForSequenceClassification (mode F) "
+                            "/ a smorm model (default: detected)", json_schema_extra={"flag": "--hf/--smorm"})
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info", description="uvicorn log level")
