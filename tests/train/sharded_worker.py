@@ -92,6 +92,11 @@ def main(engine: str, config_path: Path, report_path: Path) -> None:
                   "engine": type(trainer.model).__name__, "metrics": metrics,
                   "torch_threads": torch.get_num_threads()}
         report_path.write_text(json.dumps(report))
+    # leave together and close the process group before the interpreter tears the engine's and
+    # gloo's threads down (left to exit, a rank now and then aborted: "terminate called without an
+    # active exception")
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

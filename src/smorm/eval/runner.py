@@ -172,21 +172,10 @@ def load_benchmarks(specs: list[BenchSpec], on_error: str | None = None) -> Load
 
 
 def available_modes(model: Any) -> list[str]:
-    """Inference modes the scorer supports: F (single head), L (multi), M (both), G (gate)."""
-    declared = getattr(model, "modes", None)
-    if declared is not None:
-        return list(declared)
-    heads = set(model.heads)
-    modes = []
-    if "single" in heads:
-        modes.append("F")
-    if "multi" in heads:
-        modes.append("L")
-    if {"single", "multi"} <= heads:
-        modes.append("M")
-    if "gate" in heads:
-        modes.append("G")
-    return modes
+    """Inference modes the scorer supports (:func:`smorm.models.scorers.available_modes`)."""
+    from smorm.models.scorers import available_modes as modes
+
+    return modes(model)
 
 
 def evaluate_model(model: Any, specs: list[BenchSpec], batch_size: int = 16, bf16: bool = False,

@@ -52,12 +52,10 @@ def parse_scorer(text: str) -> ScorerRef:
 
 
 def scorer_modes(scorer: Any) -> list[str]:
-    """Modes a scorer can give: F with a single head, L with a multi head, M with both."""
-    heads = set(scorer.heads)
-    modes = [m for m, need in (("F", {"single"}), ("L", {"multi"}), ("M", {"single", "multi"})) if need <= heads]
-    if "gate" in heads:
-        modes.append("G")
-    return modes
+    """Modes a scorer can give (:func:`smorm.models.scorers.available_modes`)."""
+    from smorm.models.scorers import available_modes
+
+    return available_modes(scorer)
 
 
 def attribute_names(scorer: Any) -> list[str]:
