@@ -306,12 +306,12 @@ def benchmark_entry(items: BenchItems, arrays: ScoredArrays) -> dict[str, Any]:
     entry["hidden_state_norm_mean"], entry["hidden_state_norm_variance"] = hidden_state_norms(arrays.pooled[used])
     entry["effective_rank"] = effective_rank(arrays.pooled[used])
     entry["head_spread"] = {mode: float(np.std(rewards[used])) for mode, rewards in arrays.rewards.items()}
-    if {"F", "M"} <= set(arrays.rewards):
-        chosen, rejected = comparison_indices(items)
-        if chosen.size:
-            sign_f = np.sign(arrays.rewards["F"][chosen] - arrays.rewards["F"][rejected])
-            sign_m = np.sign(arrays.rewards["M"][chosen] - arrays.rewards["M"][rejected])
-            entry["m_agrees_with_f"] = float((sign_f == sign_m).mean())
+    pairs = diagnostics.comparisons(kind, items.rows)  # on index rows: the sequence indices of each comparison
+    if {"F", "M"} <= set(arrays.rewards) and pairs is not None and pairs[0].size:
+        chosen, rejected = (side.astype(np.int64) for side in pairs)
+        sign_f = np.sign(arrays.rewards["F"][chosen] - arrays.rewards["F"][rejected])
+        sign_m = np.sign(arrays.rewards["M"][chosen] - arrays.rewards["M"][rejected])
+        entry["m_agrees_with_f"] = float((sign_f == sign_m).mean())
     scorer = _benchmark(kind)
     for mode, rewards in arrays.rewards.items():
         rows = score_table(items, rewards)
@@ -335,23 +335,6 @@ def benchmark_entry(items: BenchItems, arrays: ScoredArrays) -> dict[str, Any]:
     if arrays.gate_weights is not None:
         entry["gate_weight_means"] = diagnostics.gate_weight_means(arrays.gate_weights, used, arrays.attribute_names)
     return entry
-
-
-def comparison_indices(items: BenchItems) -> tuple[np.ndarray, np.ndarray]:
-    """Sequence indices ``(chosen [C], rejected [C])`` of every comparison a pairwise benchmark makes
-    (RM-Bench: all 9 style pairs of an item); empty for rankings."""
-    chosen: list[int] = []
-    rejected: list[int] = []
-    for row in items.rows:
-        if items.spec.kind in ("reward-bench", "pairs"):
-            chosen.append(row["chosen"])
-            rejected.append(row["rejected"])
-        elif items.spec.kind == "rm-bench":
-            for c in row["chosen"]:
-                for r in row["rejected"]:
-                    chosen.append(c)
-                    rejected.append(r)
-    return np.array(chosen, dtype=np.int64), np.array(rejected, dtype=np.int64)
 
 
 def _benchmark(kind: str) -> Any:
