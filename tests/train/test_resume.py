@@ -1,4 +1,11 @@
-"""A run killed with SIGKILL and started again ends with the same weights as an uninterrupted run."""
+"""A run killed with SIGKILL and started again ends with the same weights as an uninterrupted run.
+
+Same batches, same RNG, same optimizer state: the two runs do the same arithmetic, so they agree to
+float32 rounding. Not bit for bit: two processes may round a matmul differently (the BLAS picks kernels
+by memory alignment), which made an exact comparison fail in CI about one run in ten. A resume that
+replayed a wrong batch, lost the optimizer's moments or restarted the schedule moves weights by ~1e-3
+and fails the tolerance below.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +55,6 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_llama_dir, tmp_path)
     a, b = final_weights(tmp_path / "a" / "run"), final_weights(tmp_path / "b" / "run")
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.equal(a[key], b[key]), key
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}")
     steps_logged = [line for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(steps_logged) == 6
