@@ -10,6 +10,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 
+@pytest.fixture(autouse=True)
+def _own_feature_store(tmp_path_factory, monkeypatch):
+    """Each test's runs share a feature store of their own, never the user's ~/.cache/smorm/features."""
+    monkeypatch.setenv("SMORM_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -128,7 +128,12 @@ class TrainConfig(Strict):
         "list: tensorboard (events in <output_dir>/tensorboard/smorm), wandb, mlflow (both set up by their own "
         "environment variables); none or [] for none; each needs its package installed",
     )
-    cache_dir: str | None = Field(None, description="feature cache folder (default: <output_dir>/cache)")
+    cache_dir: str | None = Field(None, description="feature store for top_k/frozen, one entry per sequence, "
+                                  "shared by every run that finds it (default: $SMORM_FEATURE_CACHE, else "
+                                  "$SMORM_CACHE/features, else ~/.cache/smorm/features)")
+    cache_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="dtype the cached features are stored in: bfloat16 halves disk and memory for "
+        "large data, rounding the upper layers' input to bf16")
     cache_batch_size: int = Field(16, ge=1, description="sequences per forward pass when caching the lower "
                                   "layers (top_k) or features (frozen)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward instead of "

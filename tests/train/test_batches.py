@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from smorm.train.batches import StepPlan, collate_hidden, step_indices
+from smorm.models.cached_scoring import pad_hidden
+from smorm.train.batches import StepPlan, step_indices
 from smorm.train.config import TrainConfig
 
 
@@ -39,7 +40,7 @@ def test_max_steps_overrides_epochs_and_ratings_only_runs():
 
 
 def test_collate_hidden_pads_right_with_mask():
-    hidden, mask = collate_hidden([torch.ones(2, 3), torch.full((4, 3), 2.0)])
+    hidden, mask = pad_hidden([torch.ones(2, 3), torch.full((4, 3), 2.0)])
     assert hidden.shape == (2, 4, 3) and mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     assert hidden[0, 2:].abs().sum() == 0 and hidden[1].eq(2).all()
 

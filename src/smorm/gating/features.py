@@ -10,7 +10,7 @@ For a causal backbone both come from ONE forward pass: the state at ``response_s
 seen the prompt (004 Sec. 3.2, "provided for free"). An encoder needs a second, prompt-only pass;
 :meth:`smorm.models.reward_model.RewardModel.score_token_ids` does either, so the cache and inference
 compute the same thing. Shards are written atomically and never recomputed, so an interrupted pass
-resumes where it stopped (as :mod:`smorm.train.cache` does for training features).
+resumes where it stopped (as :mod:`smorm.models.feature_cache` does for training features).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from smorm.io import atomic_save_tensors, atomic_write_json
-from smorm.train.cache import fingerprint, sequences_fingerprint
+from smorm.models.feature_cache import fingerprint, sequences_fingerprint
 
 ComputeFn = Callable[[list[list[int]], list[int]], tuple[torch.Tensor, torch.Tensor]]
 """``(token id lists, response starts) -> (features [n, d], prompt_features [n, d])``."""

@@ -2,7 +2,7 @@
 
 - ``full``: every backbone weight trains.
 - ``top_k``: the bottom ``L - k`` layers are frozen; their output for every training sequence is
-  computed once and cached (see :mod:`smorm.train.cache`); each step runs only the top ``k``
+  computed once and kept per sequence (see :mod:`smorm.models.feature_cache`); each step runs only the top ``k``
   layers and the heads.
 - ``frozen``: the final pooled features are cached once; only the heads train. With a frozen
   trunk the SMORM heads cannot interact through the shared embedding.
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from smorm.models.feature_cache import lower_part_parameters
 from smorm.models.reward_model import RewardModel, position_ids_from_mask
 
 TRUNK_MODES = ("full", "top_k", "frozen", "lora")
@@ -175,6 +176,24 @@ def apply_trunk_mode(model: RewardModel, mode: str, top_k: int = 2, lora: dict[s
             parameter.requires_grad_(True)
     model.upper_trunk = UpperTrunk(model, split)
     return LowerTrunk(model, split)
+
+
+def cached_part(model: RewardModel, trunk: str, top_k: int) -> tuple[str, list[tuple[str, torch.Tensor]]]:
+    """What a trunk mode caches, as the feature store names it, and the weights that decide it.
+
+    ``top_k``: ``lower:<L-k>``, the embeddings and the first ``L - k`` layers (every backbone weight
+    but the top ``k`` layers and the final norm); ``frozen``: ``pooled:last_token``, the whole backbone.
+    """
+    if trunk == "frozen":
+        return "pooled:last_token", list(model.backbone.named_parameters())
+    if trunk != "top_k":
+        raise ValueError(f"trunk mode {trunk!r} caches no features")
+    split = num_layers(model) - top_k
+    upper: list[nn.Module] = list(_layer_list(model.base_model))[split:]
+    final_norm = getattr(model.base_model, "norm", None)
+    if final_norm is not None:
+        upper.append(final_norm)
+    return f"lower:{split}", lower_part_parameters(model.backbone, upper)
 
 
 def enable_gradient_checkpointing(model: RewardModel, trunk: str) -> None:

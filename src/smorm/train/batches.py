@@ -201,15 +201,3 @@ def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
         rating_idx = batches[position][rank :: plan.world_size]
         global_ratings = len(batches[position])
     return StepIndices(pair_idx, rating_idx, global_pairs, global_ratings)
-
-
-def collate_hidden(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad cached hidden states ``[T_i, d]`` into ``[N, T, d]`` with an ``[N, T]`` mask."""
-    longest = max(f.shape[0] for f in features)
-    width = features[0].shape[1]
-    hidden = features[0].new_zeros(len(features), longest, width)
-    mask = torch.zeros(len(features), longest, dtype=torch.long)
-    for row, feature in enumerate(features):
-        hidden[row, : feature.shape[0]] = feature
-        mask[row, : feature.shape[0]] = 1
-    return hidden, mask

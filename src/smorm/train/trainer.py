@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from smorm.io import atomic_write_json, atomic_write_text
+from smorm.models.cached_scoring import pad_hidden
 from smorm.models.devices import (
     accelerator_device,
     autocast,
@@ -28,12 +29,12 @@ from smorm.models.devices import (
     move_to,
     resolve_precision,
 )
+from smorm.models.feature_cache import CachedFeatures, FeatureStore, feature_store_root, fingerprint, part_key
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
-from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
+from smorm.models.trunk import apply_trunk_mode, cached_part, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
 from smorm.train import sharding, tracking
-from smorm.train.batches import StepPlan, collate_hidden, pair_widths, step_indices
-from smorm.train.cache import FeatureCache, fingerprint, sequences_fingerprint
+from smorm.train.batches import StepPlan, pair_widths, step_indices
 from smorm.train.config import RunConfig
 from smorm.train.losses_glue import compute_losses
 from smorm.train.prepare import TokenizedData, load_training_data, tokenize
@@ -120,7 +121,7 @@ class Trainer:
         if config.train.gradient_checkpointing:
             enable_gradient_checkpointing(self.model, config.train.trunk)
         self.model.to(self.accelerator.device)  # the caching pass below runs where training will
-        self.features: list[torch.Tensor] | None = None
+        self.features: CachedFeatures | None = None
         if config.train.trunk in ("top_k", "frozen"):
             self.features = self._cache_features()
         self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
@@ -136,7 +137,12 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.setup_seconds = time.time() - started
 
-    def _cache_features(self) -> list[torch.Tensor]:
+    def _cache_features(self) -> CachedFeatures:
+        """The lower part's features of every training sequence, from the shared per-sequence store.
+
+        Only sequences the store lacks are computed (on the model's device, kept on the host), so a
+        second method or seed on the same data, backbone, depth and precision computes nothing.
+        """
         config = self.config
         model = self.model
         sequences = self.data.all_sequences()
@@ -144,7 +150,6 @@ class Trainer:
         from smorm.data.collate import collate_sequences
 
         device = module_device(model)
-        # Features are computed on the model's device and kept on the host (the cache is on disk).
         if config.train.trunk == "top_k":
             assert self.lower is not None
             lower = self.lower
@@ -154,8 +159,6 @@ class Trainer:
                 with torch.no_grad(), self._autocast():
                     hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
                 return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
-
-            part = f"top_k={config.train.top_k}"
         else:
 
             def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
@@ -164,20 +167,21 @@ class Trainer:
                     hidden = model.encode(batch.input_ids, batch.attention_mask)
                 return list(pool_last_token(hidden, batch.attention_mask).float().cpu())
 
-            part = "frozen"
-        folder = Path(config.train.cache_dir) if config.train.cache_dir else self.output_dir / "cache"
+        storage = getattr(torch, config.train.cache_dtype)
         model.eval()
         # every process gathers (a collective) before the main one computes and the others wait for its cache
         with sharding.gathered(self.accelerator, model.backbone):
-            weights_probe = next(model.backbone.parameters())
-            key = fingerprint(config.model.backbone, part, self.precision, config.model.dtype,
-                              weights_probe[:4], sequences_fingerprint(sequences))
-            cache = FeatureCache(folder, key)
+            part, weights = cached_part(model, config.train.trunk, config.train.top_k)
+            model_type = model.base_model.config.model_type
+            store = FeatureStore(feature_store_root(config.train.cache_dir), part_key(
+                model_type, part, self.precision, storage, weights), describe={
+                    "backbone": config.model.backbone, "model_type": model_type, "part": part,
+                    "precision": self.precision, "dtype": config.train.cache_dtype})
             with self.accelerator.main_process_first():
-                features = cache.build(sequences, compute, config.train.cache_batch_size,
+                features = store.build(sequences, compute, config.train.cache_batch_size, dtype=storage,
                                        description=f"caching {part} features",
                                        show_progress=self.show_progress and self.is_main)
-        self.cache_dir = cache.root
+        self.cache_dir = store.root
         return features
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -208,7 +212,7 @@ class Trainer:
             return move_to({"pooled": torch.stack([self.features[i] for i in seq_indices])}, device)
         if trunk == "top_k":
             assert self.features is not None
-            hidden, mask = collate_hidden([self.features[i] for i in seq_indices])
+            hidden, mask = pad_hidden([self.features[i] for i in seq_indices])
             return move_to({"hidden_states": hidden, "attention_mask": mask}, device)
         from smorm.data.collate import collate_sequences
 

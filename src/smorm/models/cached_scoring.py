@@ -1,0 +1,102 @@
+"""Scoring a ``top_k`` model with its lower layers read from the feature store.
+
+A model trained with the ``top_k`` trunk keeps the backbone's lower ``L - k`` layers as they were,
+so the lower-layer states of a benchmark's sequences are the same for every run on that backbone,
+depth and precision: :class:`CachedTrunkScorer` computes them once in the shared
+:class:`~smorm.models.feature_cache.FeatureStore` and runs only the top ``k`` layers and the heads
+per model. Lower then upper equals the full forward (``tests/models/test_trunk.py``), so scores
+equal :meth:`RewardModel.score_token_ids` up to float rounding. A study evaluating twenty runs on one
+benchmark table computes the table's lower layers once instead of twenty times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smorm.models.devices import autocast, module_device, move_to
+from smorm.models.feature_cache import FeatureStore, part_key
+from smorm.models.gate_spec import GATE_HEAD
+from smorm.models.reward_model import RewardModel
+from smorm.models.scoring import as_host_float, concat_outputs, in_input_order
+from smorm.models.trunk import apply_trunk_mode, cached_part
+from smorm.types import RewardOutput
+
+
+def pad_hidden(features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad per-sequence states ``[T_i, d]`` into ``[N, T, d]`` and its attention mask ``[N, T]``."""
+    longest = max(f.shape[0] for f in features)
+    hidden = features[0].new_zeros(len(features), longest, features[0].shape[1])
+    mask = torch.zeros(len(features), longest, dtype=torch.long)
+    for row, feature in enumerate(features):
+        hidden[row, : feature.shape[0]] = feature
+        mask[row, : feature.shape[0]] = 1
+    return hidden, mask
+
+
+class CachedTrunkScorer:
+    """A :class:`~smorm.models.scorers.Scorer` over a ``top_k`` model whose lower layers come from a store.
+
+    Args:
+        model: the reward model (its lower ``L - top_k`` layers must be the backbone's untrained ones,
+            as ``top_k`` training leaves them; the store's key is a digest of those weights, so a model
+            whose lower layers differ never reads another's states).
+        top_k: the number of top layers the model trained.
+        store_root: the feature store's folder (:func:`~smorm.models.feature_cache.feature_store_root`).
+    """
+
+    def __init__(self, model: RewardModel, top_k: int, store_root: str | Path) -> None:
+        if GATE_HEAD in model.heads:
+            raise NotImplementedError("scoring through cached lower layers does not feed the gate's prompt "
+                                      "features; score a gated model with its full forward")
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.config = model.config
+        self.top_k = top_k
+        self.store_root = Path(store_root)
+        self.lower = apply_trunk_mode(model, "top_k", top_k)
+        model.requires_grad_(False)
+        model.eval()
+
+    @property
+    def heads(self) -> Any:
+        return self.model.heads
+
+    def _store(self, precision: str) -> FeatureStore:
+        part, weights = cached_part(self.model, "top_k", self.top_k)
+        model_type = self.model.base_model.config.model_type
+        return FeatureStore(self.store_root, part_key(model_type, part, precision, torch.float32, weights),
+                            describe={"backbone": self.config.backbone, "model_type": model_type, "part": part,
+                                      "precision": precision, "dtype": "float32"})
+
+    @torch.no_grad()
+    def score_token_ids(self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False,
+                        response_starts: Sequence[int] | None = None, show_progress: bool = False) -> RewardOutput:
+        """Lower-layer states from the store (computing the missing ones), then the top layers and heads."""
+        from smorm.data.collate import collate_sequences
+
+        device = module_device(self.model)
+        pad_id = self.tokenizer.pad_token_id
+        lower = self.lower
+        assert lower is not None
+
+        def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
+            batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
+            with autocast(device, autocast_bf16):
+                hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
+            return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
+
+        store = self._store("bf16" if autocast_bf16 else "fp32")
+        features = store.build(list(sequences), compute, batch_size, description="lower layers",
+                               show_progress=show_progress)
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        parts: list[RewardOutput] = []
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            hidden, mask = pad_hidden([features[i] for i in rows])
+            with autocast(device, autocast_bf16):
+                parts.append(as_host_float(self.model(hidden_states=hidden.to(device), attention_mask=mask.to(device))))
+        return in_input_order([(order, concat_outputs(parts))])

@@ -1,0 +1,196 @@
+"""Lower-layer features of token sequences, computed once and shared by every run that needs them.
+
+The ``top_k`` and ``frozen`` trunk modes never train the lower part of the backbone, so the output of
+that part (the hidden states ``[T_i, d]`` after layer ``L - k``, or the final pooled feature ``[d]``)
+is a function of the token ids alone. :class:`FeatureStore` keeps it **per sequence**: a folder per
+*model part* (``root/<part key>/``, the key a hash of the architecture, the part, the precision it ran
+in, the stored dtype and a digest of the part's weights, see :func:`part_key`) holding safetensors
+shards whose tensor names are the sequences' own keys (a hash of the token ids,
+:func:`sequence_key`). A run looks its sequences up and computes only the ones missing, so SORM finds
+SMORM's sequences, the seeds of a study share them, and evaluation finds a benchmark's sequences
+scored by an earlier run's evaluation. Shards are written atomically and never rewritten: an
+interrupted pass keeps what it finished, and two runs writing the same sequence at once only
+duplicate it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from smorm.io import atomic_save_tensors, atomic_write_json
+
+DIGEST_SAMPLES = 4096  # values read from each weight tensor for the part's digest
+STORE_ENV = "SMORM_FEATURE_CACHE"
+
+
+def feature_store_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where features are kept: ``cache_dir`` if given, else ``$SMORM_FEATURE_CACHE``, else
+    ``$SMORM_CACHE/features``, else ``~/.cache/smorm/features`` (shared by every run on the machine)."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV]).expanduser()
+    root = os.environ.get("SMORM_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "smorm") / "features"
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hash of JSON-able values and tensors (tensors by their float32 bytes)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            digest.update(part.detach().float().cpu().numpy().tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def sequences_fingerprint(sequences: Sequence[Sequence[int]]) -> str:
+    """A short hash of a list of token sequences (order and lengths included)."""
+    digest = hashlib.sha256()
+    for ids in sequences:
+        digest.update(len(ids).to_bytes(4, "little"))
+        digest.update(b"".join(int(i).to_bytes(4, "little") for i in ids))
+    return digest.hexdigest()[:16]
+
+
+def sequence_key(ids: Sequence[int]) -> str:
+    """The name a sequence's tensor has in the store: a hash of its token ids (and their count)."""
+    digest = hashlib.sha256(len(ids).to_bytes(4, "little"))
+    digest.update(b"".join(int(i).to_bytes(4, "little", signed=True) for i in ids))
+    return digest.hexdigest()[:32]
+
+
+def weights_digest(named_parameters: Iterable[tuple[str, torch.Tensor]], samples: int = DIGEST_SAMPLES) -> str:
+    """A hash of weights that is cheap for billions of parameters and sees a change in any tensor.
+
+    Every tensor contributes its name, shape, dtype and ``samples`` values at evenly spaced
+    positions (all of them when it is smaller), so a backbone fine-tuned in one layer, or a different
+    checkpoint of the same architecture, gets another digest.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in named_parameters:
+        flat = tensor.detach().reshape(-1)
+        if flat.numel() > samples:
+            positions = torch.linspace(0, flat.numel() - 1, samples, device=flat.device).long()
+            flat = flat[positions]
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(flat.float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def part_key(model_type: str, part: str, precision: str, storage_dtype: torch.dtype,
+             named_parameters: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """The folder name of one model part's features: what decides every feature's value.
+
+    ``part`` says what was run (``lower:28`` — embeddings and the first 28 layers; ``pooled`` — the
+    whole backbone and last-token pooling); ``precision`` how (``bf16`` autocast or ``fp32``).
+    """
+    return fingerprint("features-v2", model_type, part, precision, str(storage_dtype),
+                       weights_digest(named_parameters))
+
+
+class CachedFeatures(Sequence[torch.Tensor]):
+    """The features of a list of sequences, read from the store's shards on access (memory-mapped)."""
+
+    def __init__(self, keys: list[str], where: dict[str, Path]) -> None:
+        self.keys = keys
+        self._where = where
+        self._open: dict[Path, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        from safetensors import safe_open
+
+        key = self.keys[index]
+        shard = self._where[key]
+        handle = self._open.get(shard)
+        if handle is None:
+            handle = self._open[shard] = safe_open(str(shard), framework="pt")
+        return handle.get_tensor(key)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[i] for i in range(len(self)))
+
+
+class FeatureStore:
+    """Per-sequence features of one model part in ``root/<key>/shard-*.safetensors``.
+
+    Args:
+        root: the store's folder (shared by runs; ``train.cache_dir``).
+        key: the part's :func:`part_key`.
+        shard_size: sequences per shard file written.
+        describe: what the key stands for, written to ``root/<key>/part.json`` for people.
+    """
+
+    def __init__(self, root: str | Path, key: str, shard_size: int = 256,
+                 describe: dict[str, Any] | None = None) -> None:
+        self.root = Path(root) / key
+        self.shard_size = shard_size
+        self.describe = describe or {}
+
+    def index(self) -> dict[str, Path]:
+        """Which shard holds each stored sequence (read from the shards' headers only)."""
+        from safetensors import safe_open
+
+        where: dict[str, Path] = {}
+        for shard in sorted(self.root.glob("shard-*.safetensors")):
+            with safe_open(str(shard), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    where.setdefault(key, shard)
+        return where
+
+    def build(self, sequences: Sequence[Sequence[int]], compute: Callable[[list[list[int]]], list[torch.Tensor]],
+              batch_size: int, dtype: torch.dtype = torch.float32, description: str = "caching features",
+              show_progress: bool = True) -> CachedFeatures:
+        """Compute the sequences not yet stored (length-sorted batches), then return all of them.
+
+        ``compute`` maps a list of token sequences to one tensor per sequence (padding removed);
+        tensors are stored in ``dtype``. A sequence that occurs several times is computed once.
+        """
+        from tqdm.auto import tqdm
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.describe and not (self.root / "part.json").is_file():
+            atomic_write_json(self.root / "part.json", self.describe)
+        where = self.index()
+        keys = [sequence_key(ids) for ids in sequences]
+        missing: dict[str, list[int]] = {}
+        for key, ids in zip(keys, sequences):
+            if key not in where and key not in missing:
+                missing[key] = list(ids)
+        todo = list(missing)
+        with tqdm(total=len(todo), desc=description, unit="seq", disable=not show_progress or not todo) as bar:
+            for start in range(0, len(todo), self.shard_size):
+                shard_keys = sorted(todo[start : start + self.shard_size], key=lambda k: -len(missing[k]))
+                features: dict[str, torch.Tensor] = {}
+                for offset in range(0, len(shard_keys), batch_size):
+                    chunk = shard_keys[offset : offset + batch_size]
+                    for key, feature in zip(chunk, compute([missing[k] for k in chunk])):
+                        features[key] = feature.detach().to(dtype).contiguous().cpu()
+                    bar.update(len(chunk))
+                name = hashlib.sha256("".join(sorted(features)).encode()).hexdigest()[:16]
+                path = self.root / f"shard-{name}.safetensors"
+                atomic_save_tensors(path, features)
+                where.update(dict.fromkeys(features, path))
+        absent = [k for k in keys if k not in where]
+        if absent:
+            raise RuntimeError(f"feature store {self.root} lacks {len(absent)} sequences after computing them")
+        return CachedFeatures(keys, where)
+
+
+def lower_part_parameters(model: nn.Module, excluded: Iterable[nn.Module]) -> list[tuple[str, torch.Tensor]]:
+    """The named parameters of ``model`` outside the modules ``excluded`` (the trained upper part)."""
+    skip = {id(p) for module in excluded for p in module.parameters()}
+    return [(name, p) for name, p in model.named_parameters() if id(p) not in skip]
