@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("models", "losses"),
     ("run_config",),  # the typed run config: names losses, points at data; read by train and eval
     ("train", "eval"),  # the trainer; benchmarks and reports of any scorer (siblings: INDEPENDENT)
-    ("gating", "rlhf", "serve", "integrations"),  # recipes and apps on trained models
+    ("gating", "rlhf", "serve", "integrations", "study"),  # recipes and apps on trained models; studies
     # the command line and what only it uses: cli_options (flags from settings models), catalog
     # (`smorm ls`), demo (`smorm demo`), __main__, and testing (tiny models for tests and benches)
     ("cli", "cli_options", "catalog", "demo", "__main__", "testing"),

@@ -188,6 +188,32 @@ def ensemble(
 
 
 @app.command()
+def study(
+    config: Annotated[Path, typer.Argument(help="YAML study config (see configs/study/)")],
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train every (method, seed) of CONFIG, score each on its benchmarks, write study.md and study.json.
+
+    Resumable: a finished run is not trained again, an interrupted one resumes from its checkpoints,
+    and a run's benchmark scores are kept (RUN/study-scores.safetensors).
+    """
+    from smorm.study.runner import load_study, plan_runs, run_study
+
+    try:
+        study_config, base_dir = load_study(config)
+        plan_runs(study_config, base_dir, where=str(config))  # every run's config checked before training
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        _fail(str(error))
+    from smorm.data.errors import DataError
+
+    try:
+        out = run_study(config, show_progress=not quiet, command=f"smorm study {config}")
+    except DataError as error:
+        _fail(str(error))
+    typer.echo(f"study written to {out / 'study.md'}")
+
+
+@app.command()
 def combine(
     out: Annotated[Path, typer.Argument(help="folder to write the Baseline SM composite to")],
     sorm: Annotated[Path, typer.Option(help="SORM run or model folder (its single head: F)")],

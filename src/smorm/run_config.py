@@ -221,8 +221,9 @@ class RunConfig(Strict):
         if "lm" in needs:
             if not self.model.with_lm_head:
                 raise ValueError("GRM losses need the LM head: set model.with_lm_head: true")
-            if self.train.trunk not in ("full", "lora"):
-                raise ValueError(f"GRM losses need trunk full or lora (token ids and hidden states), not {self.train.trunk}")
+            if self.train.trunk == "frozen":
+                raise ValueError("GRM losses need token ids and the last hidden states: trunk full, lora or top_k, "
+                                 "not frozen (which keeps only pooled features)")
         if self.train.shared_prompt and self.train.trunk not in ("full", "lora"):
             raise ValueError("train.shared_prompt packs token ids: use it with trunk full or lora")
         if self.train.shared_prompt and "lm" in needs:

@@ -92,6 +92,8 @@ def test_odin_and_grm_setups_are_checked_before_training():
         RunConfig.model_validate({"data": pairs, "losses": [{"name": "odin"}], "model": {"heads": {"single": {}}}})
     with pytest.raises(ValueError, match="with_lm_head"):
         RunConfig.model_validate({"data": pairs, "losses": [{"name": "grm_sft"}]})
-    with pytest.raises(ValueError, match="trunk full or lora"):
+    with pytest.raises(ValueError, match="not frozen"):
         RunConfig.model_validate({"data": pairs, "losses": [{"name": "grm_dpo"}],
-                                  "model": {"with_lm_head": True}, "train": {"trunk": "top_k"}})
+                                  "model": {"with_lm_head": True}, "train": {"trunk": "frozen"}})
+    RunConfig.model_validate({"data": pairs, "losses": [{"name": "grm_dpo"}],  # top_k runs it from cached states
+                              "model": {"with_lm_head": True}, "train": {"trunk": "top_k"}})

@@ -140,3 +140,21 @@ def test_shared_prompt_packing_gives_the_same_gradients(tiny_llama_dir, tmp_path
     assert plain.keys() == packed_grads.keys() and len(plain) > 5
     for name in plain:
         assert torch.allclose(plain[name], packed_grads[name], atol=1e-5), name
+
+
+def test_grm_trains_on_cached_lower_layers(tiny_llama_dir, tmp_path):
+    """GRM's LM regulariser under top_k: the top layers run from cached states, the token ids come along."""
+    tree = tiny_config(tmp_path, tiny_llama_dir, trunk="top_k", steps=2)
+    tree["method"] = "grm_sft"
+    tree["model"].update(heads={"single": {"kind": "linear"}}, mode="F", with_lm_head=True)
+    tree["data"]["ratings"] = []
+    tree["losses"] = [{"name": "grm_sft", "options": {"alpha": 0.5, "beta": 0.1}}]
+    trainer = Trainer(RunConfig.model_validate(tree), show_progress=False)
+    trainer.setup()
+    top = {n: p.detach().clone() for n, p in trainer.model_unwrapped.named_parameters() if ".layers.1." in n}
+    trainer.train()
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(row["grm_sft/loss"]) for row in log)
+    assert any(key.startswith("grm_sft/") and key != "grm_sft/loss" for key in log[0])
+    changed = [n for n, p in trainer.model_unwrapped.named_parameters() if n in top and not torch.equal(p, top[n])]
+    assert changed

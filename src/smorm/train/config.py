@@ -41,7 +41,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         raw = load_mapping(path)
         base = Path(path).resolve().parent
     apply_overrides(raw, overrides)
-    _resolve_paths(raw, base)
+    resolve_paths(raw, base)
     config = validate_settings(RunConfig, raw, where=str(path or "config"))
     # Here, not in a validator: a saved run config must still load where its trackers are not installed.
     check_tracker_packages(config.train.report_to)
@@ -54,7 +54,8 @@ def _resolve(path: str, base: Path) -> str:
     return str((base / path).resolve())
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+def resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Relative data, benchmark and ``./`` backbone paths of a raw run config, made absolute against ``base``."""
     data = raw.get("data") or {}
     for key in ("pairs", "ratings"):
         for source in data.get(key) or []:

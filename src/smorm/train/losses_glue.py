@@ -150,7 +150,8 @@ def compute_losses(config: RunConfig, model: Any, output: RewardOutput, data: To
             )
         if "lm" in needs:
             if "input_ids" not in inputs or "hidden" not in output.extra:
-                raise ValueError("GRM losses need trunk=full or lora (token ids and hidden states)")
+                raise ValueError("GRM losses need token ids and the last hidden states (trunk full, lora or top_k; "
+                                 "not frozen, which keeps only pooled features)")
             prompt_lengths = ([data.chosen_prompt_lengths[i] for i in pair_idx]
                               + [data.rejected_prompt_lengths[i] for i in pair_idx])
             logps, counts = response_logps(model, output.extra["hidden"][: 2 * b], inputs["input_ids"][: 2 * b],

@@ -280,7 +280,16 @@ class Trainer:
         needs_lm = any("lm" in s for s in self._loss_needs)
         with self._autocast():  # train.precision, resolved once
             output: RewardOutput = self.model(**inputs, return_hidden=needs_lm)
-        return compute_losses(self.config, self.model_unwrapped, output, self.data, indices, inputs,
+        loss_inputs = inputs
+        if needs_lm and "hidden_states" in inputs:
+            # top_k: the model ran from cached states; GRM's LM regulariser still needs the token ids it
+            # predicts, right-padded like the states (one row per sequence, its own length)
+            from smorm.data.collate import collate_sequences
+
+            ids = collate_sequences([self._all_sequences[i] for i in seq], self.model_unwrapped.tokenizer.pad_token_id,
+                                    padding_side="right").input_ids
+            loss_inputs = {**inputs, "input_ids": ids.to(inputs["hidden_states"].device)}
+        return compute_losses(self.config, self.model_unwrapped, output, self.data, indices, loss_inputs,
                               self.accelerator.num_processes)
 
     def train(self) -> TrainResult:
