@@ -153,3 +153,9 @@ def test_cached_trunk_scorer_scores_as_the_full_forward_and_computes_the_lower_l
     assert list(tmp_path.glob("*/shard-*.safetensors")) == stored
     torch.testing.assert_close(again.single, other.score_token_ids(sequences[:2]).single, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(again.single, full.single[:2])
+
+
+def test_weights_digest_reads_large_tensors_inside_their_bounds():
+    big = torch.zeros(28_311_552)  # SmolLM2's embedding: float spacing once rounded past the last index
+    big[-1] = 1.0
+    assert weights_digest([("w", big)]) != weights_digest([("w", torch.zeros(28_311_552))])

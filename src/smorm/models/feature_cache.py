@@ -81,7 +81,8 @@ def weights_digest(named_parameters: Iterable[tuple[str, torch.Tensor]], samples
     for name, tensor in named_parameters:
         flat = tensor.detach().reshape(-1)
         if flat.numel() > samples:
-            positions = torch.linspace(0, flat.numel() - 1, samples, device=flat.device).long()
+            # integer spacing: a float linspace rounds its last position past the end for large tensors
+            positions = torch.arange(samples, device=flat.device) * (flat.numel() - 1) // (samples - 1)
             flat = flat[positions]
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(flat.float().cpu().numpy().tobytes())
