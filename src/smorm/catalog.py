@@ -12,7 +12,7 @@ METHODS: dict[str, str] = {
     "hinge": "BT-Hinge max(0, m - Δr), m = 1 (002 Eq. 30)",
     "bt_norm": "BT on norm-divided rewards, logit normalisation (002 Eq. 29)",
     "bt_dr": "BT plus separate chosen/rejected logistic terms (002 Eq. 31)",
-    "bsr": "BT + λ·(batch mean reward)², batch sum-to-zero, λ = 1e-3 (002 Eq. 24-25)",
+    "bsr": "BT + λ·B·(batch mean reward)², batch sum-to-zero, λ = 1e-3 times B pairs per device (002 Eq. 24-25)",
     "center": "BT + 0.01·mean((r_c + r_r)²), TRL's reward centering",
     "grm_sft": "GRM, linear head: (1-α)·BT + α·SFT regulariser through the kept LM head (000 App. G.1)",
     "grm_dpo": "GRM, linear head: (1-α)·BT + α·reference-free DPO regulariser (000 App. G.1)",
