@@ -60,12 +60,13 @@ def label_smoothing_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, epsil
     The reading: BT's cross-entropy against a soft label that says "chosen wins" with
     probability 1-ε and "rejected wins" with probability ε. 000 App. G.1 prints
     ``-E[(1-ε) log σ(Δ) - ε log σ(Δ)]``: both terms take the same ``Δ``, so as printed the loss
-    is ``-(1-2ε) log σ(Δ)``, a rescaled BT that smooths nothing. 000 takes its baselines from the
-    GRM setup ([19], whose code it says it follows), and the GRM authors' code
-    (YangRui2015/Generalizable-Reward-Model, ``reward_models/reward_trainer.py``,
-    ``SimpleRewardTrainer.compute_loss``, ``loss_type='labelsmooth'``) computes exactly this
-    reading, ``-(1-ε)·mean log σ(Δ) - ε·mean log σ(-Δ)``, with ε = ``weight_ratio``, default 0.1
-    (``reward_models/run_reward_models_train.py``), the ε = 0.1 000 App. G.1 states.
+    is ``-(1-2ε) log σ(Δ)``, a rescaled BT that smooths nothing. 000 cites [55] for the loss and
+    follows the GRM code [19] for GRM; that code's baselines are the ones 000 lists (margin,
+    label smoothing, ensemble), and its label smoothing (YangRui2015/Generalizable-Reward-Model,
+    ``reward_models/reward_trainer.py``, ``SimpleRewardTrainer.compute_loss``,
+    ``loss_type='labelsmooth'``) is exactly this reading, ``-(1-ε)·mean log σ(Δ) - ε·mean log σ(-Δ)``,
+    with ε = ``weight_ratio``, default 0.1 (``reward_models/run_reward_models_train.py``), the
+    ε = 0.1 that 000 App. G.1 states.
 
     Args:
         chosen_rewards: ``[B]``.
