@@ -70,11 +70,23 @@ class ModelConfig(Strict):
 
 
 class DataConfig(Strict):
+    """D_S and D_M. ``rating_scale`` is the scale of the regression targets ``r`` of 000 Eq. 5.
+
+    000 Sec. 3 / Eq. 5 writes ``r`` without a scale, and for gating follows ArmoRM (Sec. 5.2, [36]).
+    ArmoRM rescales "all ratings to make them between 0 and 1" (004 App. A); its released code
+    (RLHFlow/RLHF-Reward-Modeling ``armo-rm/stage-1_prepare.py``) regresses on the labels of its
+    prepared data set as given, that is, the already rescaled ones. Hence the default ``unit``;
+    ``raw`` keeps each source's own numbers (HelpSteer 0-4, UltraFeedback 1-10, ...).
+    """
+
     pairs: list[DataSource] = Field(default_factory=list, description="pairwise preference data D_S")
     ratings: list[DataSource] = Field(default_factory=list, description="attribute-rated data D_M")
     attributes: list[str] | None = Field(None, description="attribute names (default: all found in ratings)")
     max_length: int = Field(512, ge=8, description="tokens per prompt+response; prompt is cut from the left")
     on_error: Literal["error", "skip"] = Field("error", description="bad records: stop, or skip and count")
+    rating_scale: Literal["unit", "raw"] = Field(
+        "unit", description="the regression targets r of 000 Eq. 5: unit = each attribute mapped linearly from its "
+        "raw scale onto [0, 1], as ArmoRM does (004 App. A), or raw = the ratings as the data gives them")
 
 
 class LossConfig(Strict):

@@ -45,7 +45,8 @@ class RatedResponse:
     """One response with absolute attribute ratings (an element of D_M).
 
     Attributes:
-        ratings: attribute name -> rating rescaled to [0, 1]. A missing attribute is absent
+        ratings: attribute name -> rating, rescaled to [0, 1] unless loaded with ``rating_scale='raw'``.
+            A missing attribute is absent
             from the dict (it is masked in training, never treated as zero).
     """
 
@@ -110,7 +111,7 @@ class RatingBatch:
 
     Attributes:
         sequences: ``[B, seq]``.
-        ratings: ``[B, K]`` targets in [0, 1] (0 where missing; see ``rating_mask``).
+        ratings: ``[B, K]`` targets, in [0, 1] by default (0 where missing; see ``rating_mask``).
         rating_mask: ``[B, K]`` bool, True where the attribute was rated.
     """
 

@@ -148,6 +148,30 @@ def test_rescaling_with_given_and_observed_scales(tmp_path):
     assert "scale of 'stars' observed in the loaded records: [2, 10]" in report.notes
 
 
+def test_rating_scale_raw_keeps_the_ratings_as_given(tmp_path):
+    rows = [
+        {"prompt": "q", "response": "r1", "score": 4, "stars": 2},
+        {"prompt": "q", "response": "r2", "score": 1, "stars": 2},  # stars: one observed value, fine when raw
+    ]
+    path = jsonl(tmp_path, "r.jsonl", [json.dumps(r) for r in rows])
+    spec = DataSpec(path, format="ratings", options={"scales": {"score": [1, 7]}})
+    ratings, report = load_ratings(spec, rating_scale="raw")
+    assert [r.ratings for r in ratings] == [{"score": 4.0, "stars": 2.0}, {"score": 1.0, "stars": 2.0}]
+    assert report.scales == {} and "ratings kept on their raw scale (rating_scale: raw)" in report.notes
+    # the default, unit: score (4-1)/6 = 0.5, (1-1)/6 = 0; stars cannot be rescaled from a single value
+    with pytest.raises(DataError, match="single observed value 2"):
+        load_ratings(spec)
+    one = jsonl(tmp_path, "one.jsonl", [json.dumps({"prompt": "q", "response": "r", "score": 4})])
+    assert load_ratings(DataSpec(one, format="ratings", options={"scales": {"score": [1, 7]}}))[0][0].ratings == {
+        "score": 0.5}
+    # a declared scale is still checked when raw
+    bad = jsonl(tmp_path, "bad.jsonl", [json.dumps({"prompt": "q", "response": "r", "score": 9})])
+    with pytest.raises(DataError, match="outside the scale"):
+        load_ratings(DataSpec(bad, format="ratings", options={"scales": {"score": [1, 7]}}), rating_scale="raw")
+    with pytest.raises(ValueError, match="rating_scale must be one of"):
+        load_ratings(spec, rating_scale="minmax")
+
+
 def test_missing_attribute_is_absent_then_masked(tmp_path):
     rows = [
         {"prompt": "q", "response": "a", "helpfulness": 4, "verbosity": None},

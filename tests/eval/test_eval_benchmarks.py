@@ -187,15 +187,51 @@ def test_ranked_benchmark_by_hand():
     rows = [
         {"scores": [1, 2, 2, 3], "reference": [1, 2, 3, 3]},  # tau_b 0.8; reference top tied -> no best
         {"scores": [3, 2, 1], "reference": [1, 2, 3]},  # tau_b -1; best 2 missed
-        {"scores": [1, 1, 1], "reference": [1, 2, 3]},  # constant prediction -> 0; best 2 tied -> missed
+        {"scores": [1, 1, 1], "reference": [1, 2, 3]},  # constant prediction -> left out; best 2 tied -> missed
         {"scores": [1, 2], "reference": [5, 5]},  # reference constant -> tau undefined, no best
         {"scores": [0, 5, 1], "best": 1},  # hit
     ]
     result = bm.score_ranked(rows, n_resamples=100)
-    assert result["kendall_tau_b"] == pytest.approx((0.8 - 1.0 + 0.0) / 3)
-    assert result["num_prompts_tau"] == 3 and result["num_prompts_tau_undefined"] == 1
+    # the mean over the two prompts where tau-b is defined (BSR's np.nanmean over scipy's kendalltau)
+    assert result["kendall_tau_b"] == pytest.approx((0.8 - 1.0) / 2)
+    assert result["num_prompts_tau"] == 2
+    assert result["num_prompts_tau_undefined"] == 1 and result["num_prompts_tau_tied_scores"] == 1
     assert result["best_of_accuracy"] == pytest.approx(1 / 3) and result["num_prompts_best"] == 3
     assert _strict_json(result) == result
+
+
+def test_ranked_tau_matches_nanmean_of_scipy_and_counts_tied_predictions():
+    from scipy.stats import kendalltau
+
+    rows = [
+        {"scores": [0.3, 0.1, 0.2, 0.4], "reference": [4, 1, 2, 3]},  # 5 of 6 pairs concordant: 4/6
+        {"scores": [2.0, 2.0, 2.0, 2.0], "reference": [4, 1, 2, 3]},  # a model that scores all alike
+        {"scores": [0.4, 0.3, 0.2, 0.1], "reference": [1, 2, 3, 4]},  # reversed: -1
+    ]
+    result = bm.score_ranked(rows, n_resamples=50)
+    assert result["kendall_tau_b"] == pytest.approx((4 / 6 - 1.0) / 2)
+    # the independent formula, as the BSR authors' scripts/run_kendall.py computes it
+    per_prompt = [kendalltau(r["reference"], r["scores"]).statistic for r in rows]  # NaN for the tied row
+    assert np.isnan(per_prompt[1])
+    assert result["kendall_tau_b"] == pytest.approx(float(np.nanmean(per_prompt)))
+    assert result["num_prompts_tau"] == 2 and result["num_prompts_tau_tied_scores"] == 1
+    every_prompt_tied = bm.score_ranked([rows[1]], n_resamples=50)
+    assert every_prompt_tied["kendall_tau_b"] is None and every_prompt_tied["num_prompts_tau_tied_scores"] == 1
+
+
+def test_report_shows_tau_counts_per_mode_when_ties_differ():
+    from smorm.eval.report import score_rows
+
+    rows = [{"scores": [1, 2, 3], "reference": [1, 2, 3]}, {"scores": [1, 3, 2], "reference": [1, 2, 3]}]
+    tied = [{"scores": [1, 2, 3], "reference": [1, 2, 3]}, {"scores": [5, 5, 5], "reference": [1, 2, 3]}]
+    entry = {"kind": "ranked", "modes": {"F": bm.score_ranked(rows, n_resamples=20),
+                                         "M": bm.score_ranked(tied, n_resamples=20)}}
+    tau_row, left_out, _best = score_rows(entry)
+    # F: (1 + 1/3) / 2 over 2 prompts; M: 1 over 1 prompt, one left out
+    assert tau_row[1] == "per mode"
+    assert tau_row[2].startswith("0.667") and tau_row[2].endswith("n=2")
+    assert tau_row[3].startswith("1.000") and tau_row[3].endswith("n=1")
+    assert left_out == ["prompts left out of τ-b: scores all tied", "", "0", "1"]
 
 
 def test_bad_rows_name_row_field_and_origin():

@@ -44,13 +44,25 @@ def test_bsr_penalty_gradient_by_hand():
     assert rejected.grad.tolist() == pytest.approx([0.25, 0.25], rel=1e-12)
 
 
-def test_bsr_wrapper_default_lambda_and_batch_scaling():
+def test_bsr_wrapper_scales_lambda_by_batch_size_by_default():
+    # the authors' trainer: λ·B with B = 2 pairs here -> BT + 2e-3 · 0.25
     inputs = LossInputs(chosen_rewards=vec(1.0, 2.0), rejected_rewards=vec(0.0, -1.0))
     result = get_loss("bsr").fn(inputs)
-    assert result.loss.item() == pytest.approx(BT_EXAMPLE + 1e-3 * 0.25, rel=1e-12)
+    assert result.loss.item() == pytest.approx(BT_EXAMPLE + 2e-3 * 0.25, rel=1e-12)
     assert result.metrics["bsr_penalty"] == pytest.approx(0.25)
-    scaled = get_loss("bsr").fn(inputs, bsr_lambda=0.5, scale_by_batch_size=True)  # λ·B = 1.0
+    assert result.metrics["effective_lambda"] == pytest.approx(2e-3)
+    assert get_loss("bsr").defaults == {"bsr_lambda": 1e-3, "scale_by_batch_size": True}
+    scaled = get_loss("bsr").fn(inputs, bsr_lambda=0.5)  # λ·B = 1.0
     assert scaled.loss.item() == pytest.approx(BT_EXAMPLE + 0.25, rel=1e-12)
+
+
+def test_bsr_wrapper_plain_lambda_when_not_scaled():
+    # three pairs, rewards {1, 2, 3, 0, -1, 1}: mean 1 -> penalty 1; Δ = [1, 3, 2]; plain λ = 1e-3
+    inputs = LossInputs(chosen_rewards=vec(1.0, 2.0, 3.0), rejected_rewards=vec(0.0, -1.0, 1.0))
+    bt = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(-3)) + math.log(1 + math.exp(-2))) / 3
+    plain = get_loss("bsr").fn(inputs, scale_by_batch_size=False)
+    assert plain.loss.item() == pytest.approx(bt + 1e-3 * 1.0, rel=1e-12)
+    assert get_loss("bsr").fn(inputs).loss.item() == pytest.approx(bt + 3e-3 * 1.0, rel=1e-12)  # λ·3
 
 
 def test_bsr_huge_rewards_finite():

@@ -166,20 +166,27 @@ def test_label_smoothing_wrapper_rejects_bad_epsilon():
 
 def test_hinge_value_by_hand():
     # Δ = [3, 0.5, -2], m = 1: max(0, 1 - Δ) = [0, 0.5, 3]
-    assert hinge_loss(vec(3.0, 0.5, 0.0), vec(0.0, 0.0, 2.0)).item() == pytest.approx(3.5 / 3, rel=1e-12)
-    # m = 0: [0, 0, 2]
-    assert hinge_loss(vec(3.0, 0.5, 0.0), vec(0.0, 0.0, 2.0), margin=0.0).item() == pytest.approx(2 / 3)
+    assert hinge_loss(vec(3.0, 0.5, 0.0), vec(0.0, 0.0, 2.0), margin=1.0).item() == pytest.approx(3.5 / 3, rel=1e-12)
+    # default m = 0 (the authors' RewardConfig.margin): [0, 0, 2]
+    assert hinge_loss(vec(3.0, 0.5, 0.0), vec(0.0, 0.0, 2.0)).item() == pytest.approx(2 / 3, rel=1e-12)
 
 
 def test_hinge_gradient_only_on_active_pairs():
     chosen = vec(3.0, 0.5, 0.0, grad=True)
-    hinge_loss(chosen, vec(0.0, 0.0, 2.0)).backward()
+    hinge_loss(chosen, vec(0.0, 0.0, 2.0), margin=1.0).backward()
     assert chosen.grad.tolist() == pytest.approx([0.0, -1 / 3, -1 / 3], rel=1e-12)
+    # m = 0: only the misordered pair (Δ = -2) is active
+    chosen.grad = None
+    hinge_loss(chosen, vec(0.0, 0.0, 2.0)).backward()
+    assert chosen.grad.tolist() == pytest.approx([0.0, 0.0, -1 / 3], rel=1e-12)
 
 
-def test_hinge_wrapper_option():
-    inputs = LossInputs(chosen_rewards=vec(0.0), rejected_rewards=vec(0.0))
-    assert get_loss("hinge").fn(inputs, margin=2.5).loss.item() == pytest.approx(2.5)
+def test_hinge_wrapper_default_and_option():
+    assert get_loss("hinge").defaults == {"margin": 0.0}
+    inputs = LossInputs(chosen_rewards=vec(0.0, 1.0), rejected_rewards=vec(0.5, 0.0))
+    # Δ = [-0.5, 1]: m = 0 -> [0.5, 0]; m = 2.5 -> [3, 1.5]
+    assert get_loss("hinge").fn(inputs).loss.item() == pytest.approx(0.25, rel=1e-12)
+    assert get_loss("hinge").fn(inputs, margin=2.5).loss.item() == pytest.approx(2.25, rel=1e-12)
 
 
 # ---------------------------------------------------------------- bt_norm
@@ -245,7 +252,7 @@ def test_wrapper_matches_pure_function_and_backprops(name):
         "bt": lambda: bt_loss(chosen, rejected),
         "margin": lambda: margin_loss(chosen, rejected, inputs.margins),
         "label_smoothing": lambda: label_smoothing_loss(chosen, rejected, 0.1),
-        "hinge": lambda: hinge_loss(chosen, rejected, 1.0),
+        "hinge": lambda: hinge_loss(chosen, rejected, 0.0),
         "bt_norm": lambda: bt_norm_loss(chosen, rejected),
         "bt_dr": lambda: bt_dr_loss(chosen, rejected),
     }[name]()

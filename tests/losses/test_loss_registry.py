@@ -91,6 +91,10 @@ def full_inputs() -> tuple[LossInputs, list[torch.Tensor]]:
     logps = torch.randn(8, requires_grad=True)
     rewards, length_rewards = quality(features).squeeze(-1), length(features).squeeze(-1)
     ratings = attributes(torch.randn(3, 5))
+    # Pair 3 is swapped so that one pair is misordered: hinge with its default m = 0 has no
+    # gradient on a batch whose pairs are all ordered (this seed orders all four).
+    order = torch.tensor([0, 1, 2, 7, 4, 5, 6, 3])
+    rewards, length_rewards = rewards[order], length_rewards[order]
     inputs = LossInputs(
         chosen_rewards=rewards[:4],
         rejected_rewards=rewards[4:],

@@ -102,3 +102,19 @@ def test_a_source_sample_is_passed_through_and_is_exclusive_with_limit(tiny_llam
     config["data"]["pairs"][0]["limit"] = 3
     with pytest.raises(ValueError, match="give limit .* or sample .*, not both"):
         RunConfig.model_validate(config)
+
+
+def test_data_rating_scale_reaches_the_regression_targets(tmp_path):
+    # tiny_config's ratings declare helpfulness and verbosity on [0, 4]; the first record is (4, 2)
+    config = tiny_config(tmp_path, tmp_path / "no-backbone-needed")
+    assert RunConfig.model_validate(config).data.rating_scale == "unit"
+    unit = load_training_data(RunConfig.model_validate(config))
+    assert unit.ratings[0].ratings == {"helpfulness": 1.0, "verbosity": 0.5}  # 4/4, 2/4
+    assert unit.rating_scales["ratings"] == {"helpfulness": [0.0, 4.0], "verbosity": [0.0, 4.0]}
+    config["data"]["rating_scale"] = "raw"
+    raw = load_training_data(RunConfig.model_validate(config))
+    assert raw.ratings[0].ratings == {"helpfulness": 4.0, "verbosity": 2.0}
+    assert raw.rating_scales["ratings"] == {}
+    config["data"]["rating_scale"] = "minmax"
+    with pytest.raises(ValueError, match="rating_scale"):
+        RunConfig.model_validate(config)

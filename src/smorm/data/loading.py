@@ -1,4 +1,4 @@
-"""Load a DataSpec into validated records: pick the adapter, apply the error policy, rescale ratings.
+"""Load a DataSpec into validated records: pick the adapter, apply the error policy, rescale ratings (or not).
 
 Everything is checked here, while loading and before any training: a record that would fail later
 fails now, with ``path:line: field 'x': problem``.
@@ -35,14 +35,29 @@ def load_pairs(spec: DataSpec | str, on_error: str = "error") -> tuple[list[Pref
     return _load(as_spec(spec), "pairs", on_error)
 
 
-def load_ratings(spec: DataSpec | str, on_error: str = "error") -> tuple[list[RatedResponse], LoadReport]:
-    """Rated responses (D_M) with every rating rescaled to [0, 1] (ArmoRM, paper 004 App. A).
+RATING_SCALES = ("unit", "raw")
+"""What a rating becomes: ``unit`` mapped linearly onto [0, 1] (the default), ``raw`` kept as the data gives it."""
+
+
+def load_ratings(
+    spec: DataSpec | str, on_error: str = "error", rating_scale: str = "unit"
+) -> tuple[list[RatedResponse], LoadReport]:
+    """Rated responses (D_M); by default every rating is rescaled to [0, 1], as ArmoRM does (004 App. A).
 
     The raw scale of an attribute is, in order: ``options.scales`` of the spec, the source's known
     scale (HelpSteer 0–4, Prometheus 1–5, Auto-J 1–10 …), or the min/max observed in the loaded
     records (recorded in the report). A rating outside a declared scale is an error.
+
+    Args:
+        spec: the source.
+        on_error: ``error`` or ``skip`` for bad records.
+        rating_scale: ``unit``: ``(r - lo) / (hi - lo)`` per attribute, the scales in
+            ``LoadReport.scales``; ``raw``: the ratings as the data gives them (still checked
+            against declared scales), ``LoadReport.scales`` left empty.
     """
-    return _load(as_spec(spec), "ratings", on_error)
+    if rating_scale not in RATING_SCALES:
+        raise ValueError(f"rating_scale must be one of {RATING_SCALES}, got {rating_scale!r}")
+    return _load(as_spec(spec), "ratings", on_error, rating_scale=rating_scale)
 
 
 def load_ranked(spec: DataSpec | str, on_error: str = "error") -> tuple[list[RankedResponses], LoadReport]:
@@ -136,7 +151,7 @@ def _check_options(spec: DataSpec, adapter: Adapter) -> None:
 
 
 def _load(
-    spec: DataSpec, kind: str, on_error: str, adapter: Adapter | None = None
+    spec: DataSpec, kind: str, on_error: str, adapter: Adapter | None = None, rating_scale: str = "unit"
 ) -> tuple[list[Any], LoadReport]:
     policy = spec.on_error or on_error
     if policy not in ON_ERROR_POLICIES:
@@ -191,8 +206,10 @@ def _load(
         kept = kept[: spec.limit]
     if spec.sample is not None:
         kept = _sample(kept, spec, report, "valid records")
-    if kind == "ratings":
+    if kind == "ratings" and rating_scale == "unit":
         kept = scales.rescale(kept, spec.path, report)
+    elif kind == "ratings":
+        report.notes.append("ratings kept on their raw scale (rating_scale: raw)")
     report.kept = len(kept)
     report.blank_responses = sum(is_blank(text) for record in kept for text in _responses(record, kind))
     report.notes.extend(f"{fact}: {n}" for fact, n in sorted(ctx.counts.items()))

@@ -30,7 +30,7 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_error: str = "error",
-                  attributes: Sequence[str] | None = None) -> LoadedData:
+                  attributes: Sequence[str] | None = None, rating_scale: str = "unit") -> LoadedData:
     """Read and validate every source (no model needed).
 
     Args:
@@ -38,6 +38,8 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
         on_error: ``error`` or ``skip`` for bad records (a source's own ``on_error`` wins).
         attributes: the attribute names to use (default: every name found in the ratings, in order of
             appearance); a found name not listed is ignored, with a note in the reports.
+        rating_scale: ``unit`` (ratings mapped onto [0, 1]) or ``raw`` (as the data gives them);
+            see :func:`smorm.data.loading.load_ratings`.
     """
     pair_records: list[PreferencePair] = []
     rated: list[RatedResponse] = []
@@ -48,7 +50,7 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
         pair_records.extend(records)
         reports.append({"kind": "pairs", **_report_dict(report)})
     for spec in ratings:
-        rated_records, report = load_ratings(spec, on_error=on_error)
+        rated_records, report = load_ratings(spec, on_error=on_error, rating_scale=rating_scale)
         rated.extend(rated_records)
         report_dict = _report_dict(report)
         reports.append({"kind": "ratings", **report_dict})

@@ -88,7 +88,7 @@ class LoadReport:
         blank_responses: responses of the kept records that are empty or blank (only with
             ``DataSpec.allow_blank_responses``; otherwise such a record is an error).
         notes: facts worth knowing (detected format, observed scales, merged turns …).
-        scales: attribute -> (lo, hi) raw scale that was mapped to [0, 1].
+        scales: attribute -> (lo, hi) raw scale that was mapped to [0, 1] (empty for ``rating_scale='raw'``).
     """
 
     source: str

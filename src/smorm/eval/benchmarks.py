@@ -476,24 +476,29 @@ def score_ranked(
     """Several responses per prompt: mean Kendall tau-b (002 Sec. 2.2) and best-of accuracy.
 
     Rows: ``{"scores": [...], "reference": [...]}`` and/or ``"best": index``. tau-b is averaged
-    over prompts; a prompt whose reference ranks all responses equal is left out (tau-b is
-    undefined, counted in ``num_prompts_tau_undefined``), and one whose predicted scores are all
-    equal counts 0 (no pair ordered, so no concordance). Best-of accuracy: the best response
-    (given, or the reference's unique maximum) must get the strictly highest score.
+    over the prompts where it is defined, as the BSR authors do (LinkedIn-XFACT/RM-Robustness,
+    ``scripts/run_kendall.py``: ``scipy.stats.kendalltau`` per prompt, NaN when either ranking is
+    constant, then ``np.nanmean``). Left out and counted: a prompt whose reference ranks all
+    responses equal (or has one response), in ``num_prompts_tau_undefined``, and one whose
+    predicted scores are all equal, in ``num_prompts_tau_tied_scores`` (this count depends on
+    the model, so ``num_prompts_tau`` can differ between modes). Best-of accuracy: the best
+    response (given, or the reference's unique maximum) must get the strictly highest score.
     """
     taus: list[float] = []
     hits: list[float] = []
-    undefined = 0
+    undefined = tied_scores = 0
     for index, row in enumerate(rows):
         scores, reference, best = _ranked_row(row, index)
         if reference is not None:
             if scores.size < 2 or np.ptp(reference) == 0:
                 undefined += 1
+            elif np.ptp(scores) == 0:
+                tied_scores += 1
             else:
-                taus.append(0.0 if np.ptp(scores) == 0 else kendall_tau_b(scores, reference))
+                taus.append(kendall_tau_b(scores, reference))
         if best is not None:
             hits.append(float(np.all(scores[best] > np.delete(scores, best))))
-    if not taus and not hits and not undefined:
+    if not taus and not hits and not undefined and not tied_scores:
         raise ValueError("empty score table")
     result: dict[str, Any] = {"benchmark": "ranked"}
     for key, values in (("kendall_tau_b", taus), ("best_of_accuracy", hits)):
@@ -505,6 +510,7 @@ def score_ranked(
         )
     result["num_prompts_tau"] = len(taus)
     result["num_prompts_tau_undefined"] = undefined
+    result["num_prompts_tau_tied_scores"] = tied_scores
     result["num_prompts_best"] = len(hits)
     result["bootstrap"] = _bootstrap_info(n_resamples, confidence, seed, "table")
     return result

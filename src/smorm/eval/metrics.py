@@ -323,7 +323,8 @@ def kendall_tau_b(predicted: ArrayLike, reference: ArrayLike) -> float:
     """Kendall's tau-b between predicted and reference scores of one prompt's responses.
 
     ``(n_c - n_d) / sqrt((n_0 - n_1)(n_0 - n_2))`` with n_1, n_2 the pairs tied in each
-    ranking; NaN when either ranking is constant (tau-b is then 0/0).
+    ranking; NaN when either ranking is constant (tau-b is then 0/0), as ``scipy.stats.kendalltau``
+    gives; ``benchmarks.score_ranked`` leaves such prompts out of the mean and counts them.
     """
     from scipy.stats import kendalltau  # scipy.stats is slow to import; only here
 

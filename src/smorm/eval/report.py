@@ -159,9 +159,16 @@ def score_rows(entry: dict[str, Any]) -> list[list[str]]:
                          *(_pct_ci(r["macro_accuracy"], r["macro_accuracy_ci"]) for r in per_mode)])
         rows.append(["**accuracy**", str(first["num_pairs"]), *(_pct_ci(r["accuracy"], r["ci"]) for r in per_mode)])
     else:
-        rows.append(["Kendall τ-b (mean over prompts)", str(first["num_prompts_tau"]),
+        # Prompts a model scores all alike are left out of its tau, so the count can differ by mode.
+        counts = [r["num_prompts_tau"] for r in per_mode]
+        same = len(set(counts)) == 1
+        rows.append(["Kendall τ-b (mean over prompts)", str(counts[0]) if same else "per mode",
                      *(_num(r["kendall_tau_b"]) + ("" if not r["kendall_tau_b_ci"] else
-                       f" [{r['kendall_tau_b_ci'][0]:.3f}, {r['kendall_tau_b_ci'][1]:.3f}]") for r in per_mode)])
+                       f" [{r['kendall_tau_b_ci'][0]:.3f}, {r['kendall_tau_b_ci'][1]:.3f}]")
+                       + ("" if same else f" n={r['num_prompts_tau']}") for r in per_mode)])
+        tied = [r.get("num_prompts_tau_tied_scores", 0) for r in per_mode]
+        if any(tied):
+            rows.append(["prompts left out of τ-b: scores all tied", "", *(str(t) for t in tied)])
         rows.append(["best-of accuracy %", str(first["num_prompts_best"]),
                      *(_pct_ci(r["best_of_accuracy"], r["best_of_accuracy_ci"]) for r in per_mode)])
     return rows

@@ -243,7 +243,8 @@ def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed:
         missing = "D_S (data.pairs)" if not config.data.pairs else "D_M (data.ratings)"
         raise ValueError(f"{path}: the run has no {missing}; Theorem 1 couples a pairwise set and a rated set")
     loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
-                           on_error=config.data.on_error, attributes=config.data.attributes)
+                           on_error=config.data.on_error, attributes=config.data.attributes,
+                           rating_scale=config.data.rating_scale)
     complete = [r for r in loaded.ratings if all(name in r.ratings for name in loaded.attributes)]
     if len(loaded.pairs) < 2 or len(complete) < 2:
         raise ValueError(f"{path}: Theorem 1 needs at least 2 pairs and 2 rated responses with every attribute "
@@ -257,7 +258,7 @@ def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed:
 
 
 def rating_matrix(ratings: list[Any], attributes: list[str]) -> np.ndarray:
-    """``[N_M, K]`` rating vectors ``r`` (rescaled to [0, 1] by the loader), columns in ``attributes`` order."""
+    """``[N_M, K]`` rating vectors ``r`` (as the run's ``data.rating_scale`` left them), in ``attributes`` order."""
     return np.array([[float(record.ratings[name]) for name in attributes] for record in ratings], dtype=np.float64)
 
 

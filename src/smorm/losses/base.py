@@ -34,7 +34,7 @@ class LossInputs:
         source_ids: ``[B]`` long, index into ``sources``.
         sources: source names.
         predicted_ratings: ``[M, K]`` multi-attribute head output on D_M.
-        target_ratings: ``[M, K]`` ratings rescaled to [0, 1].
+        target_ratings: ``[M, K]`` ratings, rescaled to [0, 1] unless ``data.rating_scale`` is raw.
         rating_mask: ``[M, K]`` bool, True where the attribute was rated.
         chosen_logps: ``[B]`` summed log-prob of the chosen response tokens under the kept LM head (GRM).
         rejected_logps: ``[B]`` same for the rejected response.

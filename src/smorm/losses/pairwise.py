@@ -55,12 +55,18 @@ def margin_loss(
 
 
 def label_smoothing_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, epsilon: float = 0.1) -> Tensor:
-    """Label-smoothed BT: ``-(1-ε) log σ(Δ) - ε log σ(-Δ)``, ``Δ = r_c - r_r``, mean over pairs.
+    """Label-smoothed BT: ``(1-ε)·(-log σ(Δ)) + ε·(-log σ(-Δ))``, ``Δ = r_c - r_r``, mean over pairs.
 
-    000 App. G.1 prints ``-E[(1-ε) log σ(Δ) - ε log σ(Δ)]``: both terms take the same ``Δ``, so
-    as printed the loss is ``-(1-2ε) log σ(Δ)``, a rescaled BT that does not smooth anything.
-    We implement the standard smoothed BT (a label that is wrong with probability ε), which is
-    what the paper's text describes ("penalizing overconfident predictions"); ε = 0.1.
+    The reading: BT's cross-entropy against a soft label that says "chosen wins" with
+    probability 1-ε and "rejected wins" with probability ε. 000 App. G.1 prints
+    ``-E[(1-ε) log σ(Δ) - ε log σ(Δ)]``: both terms take the same ``Δ``, so as printed the loss
+    is ``-(1-2ε) log σ(Δ)``, a rescaled BT that smooths nothing. 000 cites [55] for the loss and
+    follows the GRM code [19] for GRM; that code's baselines are the ones 000 lists (margin,
+    label smoothing, ensemble), and its label smoothing (YangRui2015/Generalizable-Reward-Model,
+    ``reward_models/reward_trainer.py``, ``SimpleRewardTrainer.compute_loss``,
+    ``loss_type='labelsmooth'``) is exactly this reading, ``-(1-ε)·mean log σ(Δ) - ε·mean log σ(-Δ)``,
+    with ε = ``weight_ratio``, default 0.1 (``reward_models/run_reward_models_train.py``), the
+    ε = 0.1 that 000 App. G.1 states.
 
     Args:
         chosen_rewards: ``[B]``.
@@ -71,10 +77,16 @@ def label_smoothing_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, epsil
     return (-(1.0 - epsilon) * F.logsigmoid(delta) - epsilon * F.logsigmoid(-delta)).mean()
 
 
-def hinge_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, margin: float = 1.0) -> Tensor:
-    """BT-Hinge ``max(0, m - (r_c - r_r))``, mean over pairs (002 Eq. 30).
+def hinge_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, margin: float = 0.0) -> Tensor:
+    """BT-Hinge ``max(0, m - (r_c - r_r))``, mean over pairs (002 Sec. 4.3, Eq. 30); default m = 0.
 
-    002 gives no value for the hard bound ``m``; we default to the classic hinge margin 1.0.
+    002 gives no value for the hard bound ``m``. The authors' released trainer
+    (LinkedIn-XFACT/RM-Robustness, ``modules/trainers/reward_trainer.py``, ``use_hinge``) computes
+    ``relu(margin - Δ).mean()`` with ``RewardConfig.margin`` defaulting to 0.0
+    (``modules/modules.py``), and no released recipe sets it, so m = 0 is how their code runs
+    (smorm defaulted to the classic 1.0 before). With m = 0 only misordered pairs (Δ < 0) give a
+    gradient; a correctly ordered pair is never pushed further apart. ``margin: 1.0`` is the
+    classic hinge.
 
     Args:
         chosen_rewards: ``[B]``.
@@ -157,7 +169,7 @@ def _label_smoothing(inputs: LossInputs, epsilon: float = 0.1) -> LossResult:
     return LossResult(label_smoothing_loss(chosen, rejected, epsilon), pairwise_metrics(chosen, rejected))
 
 
-def _hinge(inputs: LossInputs, margin: float = 1.0) -> LossResult:
+def _hinge(inputs: LossInputs, margin: float = 0.0) -> LossResult:
     chosen, rejected = pair_rewards(inputs, "hinge")
     return LossResult(hinge_loss(chosen, rejected, margin), pairwise_metrics(chosen, rejected))
 
@@ -187,10 +199,13 @@ register_loss(
     "label_smoothing",
     _label_smoothing,
     {"pairs"},
-    "label-smoothed BT -(1-ε)log σ(Δ) - ε log σ(-Δ) (000 App. G.1, sign slip fixed)",
+    "label-smoothed BT -(1-ε)log σ(Δ) - ε log σ(-Δ) (000 App. G.1, sign slip fixed as in the GRM code)",
     {"epsilon": 0.1},
 )
-register_loss("hinge", _hinge, {"pairs"}, "BT-Hinge max(0, m - (r_c - r_r)) (002 Eq. 30)", {"margin": 1.0})
+register_loss(
+    "hinge", _hinge, {"pairs"}, "BT-Hinge max(0, m - (r_c - r_r)), m = 0 as the authors' code (002 Eq. 30)",
+    {"margin": 0.0},
+)
 register_loss(
     "bt_norm", _bt_norm, {"pairs"}, "BT-Norm -log σ(Δ / sqrt(r_c² + r_r²)) (002 Eq. 29)", {"eps": 1e-8}
 )

@@ -24,7 +24,8 @@ def regression_loss(
 
     Args:
         predicted_ratings: ``[M, K]`` multi-attribute head output.
-        target_ratings: ``[M, K]`` targets in [0, 1]; values where ``rating_mask`` is False are ignored (may be NaN).
+        target_ratings: ``[M, K]`` targets (in [0, 1] by default, see ``data.rating_scale``); values where
+            ``rating_mask`` is False are ignored (may be NaN).
         rating_mask: ``[M, K]`` bool, True where rated.
         reduction: ``"sum"`` or ``"mean"``.
 

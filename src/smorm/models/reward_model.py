@@ -51,7 +51,8 @@ class RewardModelConfig:
     Attributes:
         backbone: the backbone reference as the user gave it (short name, hub id, folder, .gguf).
         attributes: names of the multi head's outputs, in order.
-        rating_scales: ``{source: {attribute: [lo, hi]}}`` used to rescale ratings to [0, 1].
+        rating_scales: ``{source: {attribute: [lo, hi]}}`` used to rescale ratings to [0, 1] (empty when
+            the run's ``data.rating_scale`` is raw).
         heads: ``{head_name: {"kind": "linear" | "mlp", "out": int, ...options}}``; the head named
             ``gate`` is the ArmoRM gate (``{"kind": "gate", "hidden_sizes", "dropout", "beta_init"}``).
         mode: default inference mode, one of F, L, M, G.
