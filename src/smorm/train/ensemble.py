@@ -46,7 +46,8 @@ def finished(config: RunConfig) -> bool:
     saved = run / "config.json"
     if not ((run / "model" / "smorm_config.json").is_file() and saved.is_file()):
         return False
-    if read_json(saved) != json.loads(config.model_dump_json()):
+    # read through the model, so a key added since (with its default) does not make the run "different"
+    if json.loads(RunConfig.model_validate(read_json(saved)).model_dump_json()) != json.loads(config.model_dump_json()):
         raise ValueError(
             f"{run} holds a finished run with a different config; use another output_dir or delete the folder"
         )
