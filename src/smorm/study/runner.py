@@ -277,7 +277,10 @@ def aggregate(study: StudyConfig, runs: list[PlannedRun], loaded: LoadedBenchmar
     for key in outcomes:
         floor_differences[key] = {column: resampler.difference(stacked(key, column)[1], longer[column][None])
                                   for column in columns}
-    return {"columns": columns, "table": table, "differences": differences,
+    benchmarks: dict[str, list[str]] = {}
+    for items in loaded.items:
+        benchmarks[items.spec.label] = list(item_outcomes(items.spec.kind, items.rows, lengths))
+    return {"columns": columns, "benchmarks": benchmarks, "table": table, "differences": differences,
             "versus_longer": floor_differences, "seeds": list(study.seeds),
             "items": {column: int(floors["longer wins"][column].size) for column in columns},
             "bootstrap": {"resamples": study.bootstrap, "seed": study.bootstrap_seed,
@@ -292,37 +295,47 @@ def _cell(estimate: dict[str, Any], signed: bool = False) -> str:
     return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{star}" if signed else f"{mean:.1f} [{low:.1f}, {high:.1f}]"
 
 
+def _groups(results: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """Columns by benchmark: ``{label: [(column key, column name), ...]}``."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for label, names in results["benchmarks"].items():
+        groups[label] = [(f"{label} {name}", name) for name in names]
+    return groups
+
+
 def markdown(study: StudyConfig, results: dict[str, Any], command: str, seconds: float) -> str:
     from smorm.eval.report import markdown_table
 
-    columns = results["columns"]
-    header = ["method / mode", *[f"{c} (n={results['items'][c]})" for c in columns]]
-    rows = [[key, *[_cell(results["table"][key][c]) for c in columns]] for key in results["table"]
-            if "@w=" not in key]
     lines = [f"# Study: {Path(study.output_dir).name}", "",
              f"`{command}` — {len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}), "
              f"wall time {seconds / 60:.1f} min on this machine.", "",
              "Accuracy in %, mean over seeds of the mean over items; [95% interval] from a bootstrap over items "
              f"and seeds drawn together ({study.bootstrap} resamples). RM-Bench columns: the share of an item's "
-             "hard / normal / easy comparisons won. `length-neutral`: RewardBench's mt-bench-easy/med/hard and "
-             "llmbar-natural pairs. `longer wins` / `shorter wins`: the response's length in characters as "
-             "the reward (the length floor).", "", markdown_table(header, rows), ""]
-    if results["differences"]:
-        lines += ["## Paired differences", "",
-                  "Percentage points; the same items and seed-aligned runs on both sides; * where the 95% "
-                  "interval excludes 0.", "",
-                  markdown_table(["difference", *columns],
-                                 [[label, *[_cell(by[c], signed=True) for c in columns]]
-                                  for label, by in results["differences"].items()]), ""]
-    lines += ["## Against the length floor", "", "Each row minus `longer wins`, paired over items.", "",
-              markdown_table(["method / mode", *columns],
-                             [[key, *[_cell(by[c], signed=True) for c in columns]]
-                              for key, by in results["versus_longer"].items() if "@w=" not in key]), ""]
-    sweep_rows = [[key, *[_cell(results["table"][key][c]) for c in columns]] for key in results["table"]
-                  if "@w=" in key]
-    if sweep_rows and study.sweep is not None:
-        lines += [f"## Weight sweep (000 Fig. 6): {study.sweep.method}, weight of `{study.sweep.loss}`", "",
-                  markdown_table(["run / mode", *columns], sweep_rows), ""]
+             "hard / normal / easy comparisons won (avg: all nine). `length-neutral`: RewardBench's "
+             "mt-bench-easy/med/hard and llmbar-natural pairs. `longer wins` / `shorter wins`: the response's "
+             "length in characters as the reward (the length floor).", ""]
+    main = [key for key in results["table"] if "@w=" not in key]
+    for label, columns in _groups(results).items():
+        header = ["method / mode", *[f"{name} (n={results['items'][key]})" for key, name in columns]]
+        lines += [f"## {label}", "", markdown_table(header, [[key, *[_cell(results["table"][key][c]) for c, _ in columns]]
+                                                              for key in main]), ""]
+        if results["differences"]:
+            lines += ["Paired differences (points; * where the 95% interval excludes 0):", "",
+                      markdown_table(["difference", *[name for _, name in columns]],
+                                     [[d, *[_cell(by[c], signed=True) for c, _ in columns]]
+                                      for d, by in results["differences"].items()]), ""]
+        lines += ["Minus `longer wins`, paired over items:", "",
+                  markdown_table(["method / mode", *[name for _, name in columns]],
+                                 [[key, *[_cell(by[c], signed=True) for c, _ in columns]]
+                                  for key, by in results["versus_longer"].items() if "@w=" not in key]), ""]
+    sweep = [key for key in results["table"] if "@w=" in key]
+    if sweep and study.sweep is not None:
+        all_columns = [(c, f"{label} {name}") for label, cols in _groups(results).items() for c, name in cols]
+        lines += [f"## Weight sweep (000 Fig. 6): {study.sweep.method}, weight of `{study.sweep.loss}` "
+                  f"(seeds {', '.join(map(str, study.sweep.seeds or study.seeds))})", "",
+                  markdown_table(["run / mode", *[name for _, name in all_columns]],
+                                 [[key, *[_cell(results["table"][key][c]) for c, _ in all_columns]] for key in sweep]),
+                  ""]
     return "\n".join(lines)
 
 
