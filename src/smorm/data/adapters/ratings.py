@@ -157,6 +157,9 @@ register(
         scales={name: (0.0, 4.0) for name in HELPSTEER_ATTRIBUTES},
         fields="prompt, response, helpfulness, correctness, coherence, complexity, verbosity",
         priority=80,
+        # HelpSteer2 (Wang et al. 2024, Sec. 4.3) binarizes by helpfulness, ties discarded; 000 Table 5's
+        # "HelpSteer2 (binarized)" names no other rule
+        ranking_score="helpfulness",
     )
 )
 register(
