@@ -106,6 +106,11 @@ class DataConfig(Strict):
     attributes: list[str] | None = Field(None, description="attribute names (default: all found in ratings)")
     max_length: int = Field(512, ge=8, description="tokens per prompt+response; prompt is cut from the left")
     on_error: Literal["error", "skip"] = Field("error", description="bad records: stop, or skip and count")
+    ratings_filter: Literal["none", "shared_prompts"] = Field(
+        "none", description="shared_prompts: keep only the rated responses whose prompt is a prompt of data.pairs "
+        "(000 Sec. 3), compared after normalising (roles and text of every message, NFKC, whitespace collapsed, "
+        "case-folded); the load report counts kept and dropped",
+    )
 
     @model_validator(mode="after")
     def _ranking_in_pairs(self) -> DataConfig:

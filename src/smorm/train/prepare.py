@@ -53,7 +53,8 @@ def load_training_data(config: RunConfig) -> LoadedData:
             once bad records are skipped (see :func:`require_data_for_losses`).
     """
     loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
-                           on_error=config.data.on_error, attributes=config.data.attributes)
+                           on_error=config.data.on_error, attributes=config.data.attributes,
+                           ratings_filter=config.data.ratings_filter)
     require_data_for_losses(config, loaded)
     return loaded
 
