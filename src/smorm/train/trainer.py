@@ -32,7 +32,7 @@ from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_
 from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
 from smorm.train import sharding, tracking
-from smorm.train.batches import StepPlan, collate_hidden, pair_widths, step_indices
+from smorm.train.batches import StepPlan, collate_hidden, list_groups, pair_widths, step_indices
 from smorm.train.cache import FeatureCache, fingerprint, sequences_fingerprint
 from smorm.train.config import RunConfig
 from smorm.train.losses_glue import compute_losses
@@ -124,7 +124,8 @@ class Trainer:
         if config.train.trunk in ("top_k", "frozen"):
             self.features = self._cache_features()
         self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
-                                   self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids)
+                                   self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids,
+                                   pair_groups=list_groups(self.data.pair_links))
         data = self.data  # batches grouped by the width a pair's rows really take
         self.plan.pair_lengths = pair_widths(data.chosen, data.rejected, data.chosen_prompt_lengths,
                                              data.rejected_prompt_lengths, config.train.shared_prompt)
