@@ -20,6 +20,31 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from smorm.settings import Strict
 
 
+class RankingConfig(Strict):
+    """Read a ranked or rated source as D_S: the responses of each prompt ranked by a score."""
+
+    into: Literal["pairs", "list"] = Field(
+        "pairs", description="pairs: every ordered pair of a prompt's responses with distinct scores (ties dropped), "
+        "for any pair loss; list: each list kept whole (n responses as n - 1 linked pairs kept in one batch) for "
+        "the plackett_luce loss",
+    )
+    score: str | dict[str, float] | None = Field(
+        None, description="ratings sources: the attribute that ranks the responses, or {attribute: weight} for a "
+        "weighted sum of the ratings rescaled to [0, 1]; default: helpfulness for HelpSteer (HelpSteer2 Sec. 4.3), "
+        "else the source's only attribute. Ranked sources (stack-exchange, ranked) use their own scores",
+    )
+    max_pairs_per_prompt: int | None = Field(
+        None, ge=1, description="into: pairs: keep at most this many pairs of a prompt (the largest score gaps)")
+
+    @model_validator(mode="after")
+    def _cap_needs_pairs(self) -> RankingConfig:
+        if self.max_pairs_per_prompt is not None and self.into != "pairs":
+            raise ValueError("max_pairs_per_prompt caps the pairs of into: pairs; into: list keeps each list whole")
+        if isinstance(self.score, dict) and not self.score:
+            raise ValueError("score: give an attribute name or a non-empty {attribute: weight}")
+        return self
+
+
 class DataSource(Strict):
     """One data file or dataset."""
 
@@ -34,6 +59,10 @@ class DataSource(Strict):
     seed: int = Field(0, description="seed of sample")
     options: dict[str, Any] = Field(default_factory=dict, description="adapter options (scales, renames, views)")
     on_error: Literal["error", "skip"] | None = Field(None, description="per-source override of data.on_error")
+    ranking: RankingConfig | None = Field(
+        None, description="data.pairs only: rank each prompt's responses (a ranked or ratings format: stack-exchange, "
+        "helpsteer, arena-bench, ultrafeedback ...) and read them as pairs or lists; limit and sample then count lists",
+    )
 
     @model_validator(mode="after")
     def _limit_or_sample(self) -> DataSource:
@@ -44,9 +73,11 @@ class DataSource(Strict):
     def to_spec(self) -> Any:
         """The :class:`smorm.data.DataSpec` the data loaders read."""
         from smorm.data import DataSpec  # the data package imports torch; this module stays torch-free
+        from smorm.data.spec import RankingSpec
 
+        ranking = RankingSpec(**self.ranking.model_dump()) if self.ranking is not None else None
         return DataSpec(path=self.path, format=self.format, name=self.name, limit=self.limit, sample=self.sample,
-                        seed=self.seed, options=dict(self.options), on_error=self.on_error)
+                        seed=self.seed, options=dict(self.options), on_error=self.on_error, ranking=ranking)
 
 
 class HeadConfig(Strict):
@@ -87,6 +118,19 @@ class DataConfig(Strict):
     rating_scale: Literal["unit", "raw"] = Field(
         "unit", description="the regression targets r of 000 Eq. 5: unit = each attribute mapped linearly from its "
         "raw scale onto [0, 1], as ArmoRM does (004 App. A), or raw = the ratings as the data gives them")
+    ratings_filter: Literal["none", "shared_prompts"] = Field(
+        "none", description="shared_prompts: keep only the rated responses whose prompt is a prompt of data.pairs "
+        "(000 Sec. 3), compared after normalising (roles and text of every message, NFKC, whitespace collapsed, "
+        "case-folded); the load report counts kept and dropped",
+    )
+
+    @model_validator(mode="after")
+    def _ranking_in_pairs(self) -> DataConfig:
+        for index, source in enumerate(self.ratings):
+            if source.ranking is not None:
+                raise ValueError(f"ratings.{index} ({source.path}): ranking makes a source D_S pairs; put it under "
+                                 "data.pairs (D_M reads each rated response on its own)")
+        return self
 
 
 class LossConfig(Strict):
@@ -236,6 +280,11 @@ class RunConfig(Strict):
             if self.train.trunk == "frozen":
                 raise ValueError("GRM losses need token ids and the last hidden states: trunk full, lora or top_k, "
                                  "not frozen (which keeps only pooled features)")
+        lists = [f"data.pairs.{i} ({s.path})" for i, s in enumerate(self.data.pairs)
+                 if s.ranking is not None and s.ranking.into == "list"]
+        if lists and self.train.balance_sources:
+            raise ValueError(f"train.balance_sources draws pairs one at a time and would split the ranked lists of "
+                             f"{', '.join(lists)} (ranking.into: list): use ranking.into: pairs, or balance_sources: false")
         if self.train.shared_prompt and self.train.trunk not in ("full", "lora"):
             raise ValueError("train.shared_prompt packs token ids: use it with trunk full or lora")
         if self.train.shared_prompt and "lm" in needs:

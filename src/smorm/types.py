@@ -17,6 +17,27 @@ Message = dict[str, str]
 
 
 @dataclass
+class ListLink:
+    """Where a pair sits in a ranked list kept whole (a source read with ``ranking: {into: list}``).
+
+    A list of n responses is carried by n - 1 strict pairs that together name every response
+    (:func:`smorm.data.lists.list_links`); the trainer keeps them in one batch and the
+    ``plackett_luce`` loss reads the list back from them.
+
+    Attributes:
+        list_id: the list's name, unique in a run (``file:line`` of its first response).
+        chosen_item / rejected_item: index of each response in the list.
+        chosen_rank / rejected_rank: 0 for the best score, 1 for the next, ...; tied responses share a rank.
+    """
+
+    list_id: str
+    chosen_item: int
+    rejected_item: int
+    chosen_rank: int
+    rejected_rank: int
+
+
+@dataclass
 class PreferencePair:
     """One pairwise preference (an element of D_S).
 
@@ -28,6 +49,7 @@ class PreferencePair:
         margin: optional preference strength (e.g. score difference) for the margin loss.
         subset: optional benchmark subset name (RewardBench-style evaluation).
         origin: ``file:line`` the record came from, for error messages.
+        list_link: set when the pair is a link of a ranked list kept whole (see :class:`ListLink`).
     """
 
     prompt: list[Message]
@@ -38,6 +60,7 @@ class PreferencePair:
     subset: str | None = None
     origin: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    list_link: ListLink | None = None
 
 
 @dataclass

@@ -54,6 +54,7 @@ def by_line(records: list, path: Path, number: int):
         ("ratings/helpsteer/helpsteer2-train-first100.jsonl", "helpsteer"),
         ("ratings/prometheus/vicuna_eval.json", "prometheus"),
         ("ratings/autoj/single_traindata.jsonl", "autoj"),
+        ("ratings/arena-bench-v1/model_judgment", "arena-bench"),
         ("eval/rm-bench/chat_filtered.json", "rm-bench"),
         ("eval/reward-bench/filtered-first500.jsonl", "reward-bench"),
         ("eval/mt-bench/question.jsonl", "mt-bench"),

@@ -26,6 +26,7 @@ EXPECTED = {
     "grm_dpo",
     "odin",
     "more",
+    "plackett_luce",
 }
 
 
@@ -114,6 +115,9 @@ def full_inputs() -> tuple[LossInputs, list[torch.Tensor]]:
         quality_head_weight=quality.weight,
         length_head_weight=length.weight,
         head_parameters=list(quality.parameters()),
+        list_rewards=rewards,  # the 4 pairs as 4 lists of two
+        list_ids=torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]),
+        list_ranks=torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]),
     )
     leaves = [quality.weight, length.weight, attributes.weight, logps]
     return inputs, leaves

@@ -15,8 +15,9 @@ from smorm.train.prepare import load_training_data
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / "configs"
 # Folders of YAML that are not smorm run configs, each checked by its own test instead:
-# configs/accelerate/ holds `accelerate launch --config_file` files (tests/train/test_accelerate_configs.py).
-NOT_RUN_CONFIGS = {CONFIG_ROOT / "accelerate"}
+# configs/accelerate/ holds `accelerate launch --config_file` files (tests/train/test_accelerate_configs.py),
+# configs/study/ study configs (tests/study/test_study_configs.py).
+NOT_RUN_CONFIGS = {CONFIG_ROOT / "accelerate", CONFIG_ROOT / "study"}
 CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*")
                  if p.suffix in {".yaml", ".yml"} and p.parent not in NOT_RUN_CONFIGS)
 

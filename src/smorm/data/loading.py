@@ -6,6 +6,7 @@ fails now, with ``path:line: field 'x': problem``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -13,6 +14,16 @@ from typing import Any, TypeVar
 
 from smorm.data.adapters.base import COMMON_OPTIONS, Adapter, Context
 from smorm.data.errors import DataError, DropRecord, FieldError
+from smorm.data.lists import (
+    ListCounts,
+    all_pairs,
+    check_score,
+    distinct_responses,
+    group_ratings,
+    list_links,
+    list_scores,
+    usable,
+)
 from smorm.data.messages import is_blank, messages, require_response, to_number
 from smorm.data.readers import read_records
 from smorm.data.sampling import seeded_sample
@@ -31,8 +42,85 @@ LOADERS = {
 
 
 def load_pairs(spec: DataSpec | str, on_error: str = "error") -> tuple[list[PreferencePair], LoadReport]:
-    """Preference pairs (D_S) from any pairs format; see :class:`DataSpec` for the options."""
-    return _load(as_spec(spec), "pairs", on_error)
+    """Preference pairs (D_S) from any pairs format, or, with ``spec.ranking``, from a ranked or rated
+    source (:func:`load_ranking_pairs`); see :class:`DataSpec` for the options."""
+    spec = as_spec(spec)
+    if spec.ranking is not None:
+        return load_ranking_pairs(spec, on_error)
+    return _load(spec, "pairs", on_error)
+
+
+def load_ranking_pairs(spec: DataSpec, on_error: str = "error") -> tuple[list[PreferencePair], LoadReport]:
+    """D_S pairs from the responses of each prompt ranked by a score (``spec.ranking``, see :class:`RankingSpec`).
+
+    A ranked format (Stack Exchange, ``ranked``) gives its lists and scores; a ratings format
+    (HelpSteer, Arena-Bench, UltraFeedback's two rated responses …) is grouped by prompt
+    (:func:`smorm.data.lists.prompt_key`) and scored on the ratings rescaled to [0, 1]. Lists with one
+    response or one score are dropped and counted; ``limit``/``sample`` then pick lists. The report's
+    ``kept`` counts pairs.
+    """
+    assert spec.ranking is not None
+    ranking = spec.ranking
+    adapter = resolve_adapter(spec)
+    kind = "ranked" if adapter.ranked is not None else "ratings" if adapter.ratings is not None else ""
+    if not kind:
+        raise DataError(f"{spec.path}: ranking needs a ranked or ratings format; format {adapter.name!r} gives "
+                        f"{', '.join(adapter.kinds())} (read it without ranking)", field="ranking")
+    policy = spec.on_error or on_error
+    records, report = _load(dataclasses.replace(spec, limit=None, sample=None, ranking=None), kind, on_error, adapter)
+    counts = ListCounts()
+    if kind == "ranked":
+        if ranking.score is not None:
+            raise DataError(f"{spec.path}: ranking.score: format {adapter.name!r} ranks its responses with its own "
+                            "scores; leave score out", field="ranking.score")
+        lists, score_name = records, "the source's scores"
+    else:
+        found = list(dict.fromkeys(name for record in records for name in record.ratings))
+        score = ranking.score if ranking.score is not None else _default_score(adapter, found, spec.path)
+        check_score(score, found, spec.path)
+        lists, score_name = group_ratings(records, score, counts), repr(score)
+    scored = []
+    for ranked in lists:
+        scores = list_scores(ranked)
+        if scores is None:
+            _fail(DataError(f"{ranked.origin}: field 'scores': ranking needs scores or a best index",
+                            origin=ranked.origin, field="scores", kind="no scores"), policy, report)
+            continue
+        ranked, scores = distinct_responses(ranked, scores, counts)
+        if usable(ranked, scores, counts):
+            scored.append((ranked, scores))
+    if spec.limit is not None:
+        scored = scored[: spec.limit]
+    if spec.sample is not None:
+        chosen = {id(r) for r in _sample([r for r, _ in scored], spec, report, "lists")}
+        scored = [(r, s) for r, s in scored if id(r) in chosen]
+    pairs: list[PreferencePair] = []
+    for ranked, scores in scored:
+        if ranking.into == "pairs":
+            pairs.extend(all_pairs(ranked, scores, counts, ranking.max_pairs_per_prompt))
+        else:
+            pairs.extend(list_links(ranked, scores, list_id=ranked.origin))
+    for reason, count in counts.dropped.items():
+        report.skipped[reason] = report.skipped.get(reason, 0) + count
+    responses = sum(len(r.responses) for r, _ in scored)
+    report.notes.append(f"ranking by {score_name} into {ranking.into}: {len(scored)} lists of {responses} "
+                        f"responses give {len(pairs)} pairs")
+    if counts.tied_pairs:
+        report.notes.append(f"tied response pairs left out: {counts.tied_pairs}")
+    if counts.capped_pairs:
+        report.notes.append(f"pairs over ranking.max_pairs_per_prompt left out: {counts.capped_pairs}")
+    report.kept = len(pairs)
+    return pairs, report
+
+
+def _default_score(adapter: Adapter, found: list[str], path: str) -> str:
+    """``ranking.score`` when the config gives none: the format's ranking attribute, or the only attribute."""
+    if adapter.ranking_score is not None and adapter.ranking_score in found:
+        return adapter.ranking_score
+    if len(found) == 1:
+        return found[0]
+    raise DataError(f"{path}: ranking.score is needed: the ratings have attributes {', '.join(found) or 'none'}; "
+                    "name one, or give weights {attribute: weight}", field="ranking.score")
 
 
 RATING_SCALES = ("unit", "raw")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
+from smorm.data.lists import PROMPT_KEY_RULE, prompt_key
 from smorm.data.loading import load_pairs, load_ratings
 from smorm.data.spec import DataSpec
 from smorm.types import PreferencePair, RatedResponse
@@ -29,8 +30,13 @@ def _report_dict(report: Any) -> dict[str, Any]:
     return asdict(report) if is_dataclass(report) and not isinstance(report, type) else dict(report)
 
 
+RATINGS_FILTERS = ("none", "shared_prompts")
+SHARED_PROMPTS_DROP = "prompt not in D_S (ratings_filter: shared_prompts)"
+
+
 def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_error: str = "error",
-                  attributes: Sequence[str] | None = None, rating_scale: str = "unit") -> LoadedData:
+                  attributes: Sequence[str] | None = None, rating_scale: str = "unit",
+                  ratings_filter: str = "none") -> LoadedData:
     """Read and validate every source (no model needed).
 
     Args:
@@ -40,7 +46,13 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
             appearance); a found name not listed is ignored, with a note in the reports.
         rating_scale: ``unit`` (ratings mapped onto [0, 1]) or ``raw`` (as the data gives them);
             see :func:`smorm.data.loading.load_ratings`.
+        ratings_filter: ``shared_prompts`` keeps only the rated responses whose prompt is also the prompt
+            of a pair of D_S (000 Sec. 3: "we filter D_M to retain only samples that also appear in
+            D_S"), prompts compared by :func:`~smorm.data.lists.prompt_key`; each ratings report counts
+            the dropped ones, and a ``ratings_filter`` report gives the totals.
     """
+    if ratings_filter not in RATINGS_FILTERS:
+        raise ValueError(f"data.ratings_filter must be one of {RATINGS_FILTERS}, got {ratings_filter!r}")
     pair_records: list[PreferencePair] = []
     rated: list[RatedResponse] = []
     reports: list[dict[str, Any]] = []
@@ -49,14 +61,28 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
         records, report = load_pairs(spec, on_error=on_error)
         pair_records.extend(records)
         reports.append({"kind": "pairs", **_report_dict(report)})
+    shared = {prompt_key(pair.prompt) for pair in pair_records} if ratings_filter == "shared_prompts" else None
+    kept_total = dropped_total = 0
     for spec in ratings:
         rated_records, report = load_ratings(spec, on_error=on_error, rating_scale=rating_scale)
+        if shared is not None:
+            kept = [record for record in rated_records if prompt_key(record.prompt) in shared]
+            dropped = len(rated_records) - len(kept)
+            if dropped:
+                report.skipped[SHARED_PROMPTS_DROP] = dropped
+            report.kept = len(kept)
+            kept_total, dropped_total = kept_total + len(kept), dropped_total + dropped
+            rated_records = kept
         rated.extend(rated_records)
         report_dict = _report_dict(report)
         reports.append({"kind": "ratings", **report_dict})
         scales[report_dict.get("source", spec.path)] = {
             k: [float(v[0]), float(v[1])] for k, v in (report_dict.get("scales") or {}).items()
         }
+    if shared is not None:
+        reports.append({"kind": "ratings_filter", "source": "data.ratings_filter", "path": ratings_filter,
+                        "kept": kept_total, "skipped": {SHARED_PROMPTS_DROP: dropped_total} if dropped_total else {},
+                        "d_s_prompts": len(shared), "prompts_compared_as": PROMPT_KEY_RULE})
     found: list[str] = []
     for record in rated:
         for name in record.ratings:

@@ -14,8 +14,9 @@ import hashlib
 import json
 from typing import Any
 
-# Where a record came from, not what it is: kept out of its sampling key.
-PROVENANCE_FIELDS = ("origin", "source")
+# Where a record came from or sits, not what it is: kept out of its sampling key (a pair's place in
+# a ranked list is added after sampling, and leaving it out keeps older pairs' keys unchanged).
+PROVENANCE_FIELDS = ("origin", "source", "list_link")
 
 
 def content_key(record: Any, seed: int) -> bytes:

@@ -10,6 +10,43 @@ from smorm.data.readers import COMPRESSIONS, FILE_KINDS, HF_PREFIX, parse_hub_na
 from smorm.types import Message
 
 ON_ERROR_POLICIES = ("error", "skip")
+RANKING_INTO = ("pairs", "list")
+
+
+@dataclass
+class RankingSpec:
+    """Read a ranked or rated source as D_S: responses of one prompt ranked by a score.
+
+    Attributes:
+        into: ``pairs``: every ordered pair of responses with distinct scores (ties dropped), for any
+            pair loss; ``list``: each list kept whole, as ``n - 1`` linked pairs that the trainer keeps
+            in one batch, for the ``plackett_luce`` loss (:func:`smorm.data.lists.list_links`).
+        score: for a ratings source, the attribute that ranks the responses, or ``{attribute: weight}``
+            for a weighted sum of the ratings rescaled to [0, 1]; None: the source's default (HelpSteer:
+            ``helpfulness``, as HelpSteer2 Sec. 4.3 binarizes it; otherwise its only attribute). A ranked
+            source (Stack Exchange, generic ``ranked``) carries its own scores and takes no ``score``.
+        max_pairs_per_prompt: with ``into: pairs``, keep at most this many pairs of a list (those with
+            the largest score gaps).
+    """
+
+    into: str = "pairs"
+    score: str | dict[str, float] | None = None
+    max_pairs_per_prompt: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.into not in RANKING_INTO:
+            raise ValueError(f"ranking.into must be one of {RANKING_INTO}, got {self.into!r}")
+        if isinstance(self.score, dict):
+            if not self.score or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                         and not isinstance(v, bool) for k, v in self.score.items()):
+                raise ValueError(f"ranking.score weights must be a non-empty {{attribute: number}}, got {self.score!r}")
+        elif self.score is not None and not (isinstance(self.score, str) and self.score):
+            raise ValueError(f"ranking.score must be an attribute name or {{attribute: weight}}, got {self.score!r}")
+        if self.max_pairs_per_prompt is not None:
+            if self.max_pairs_per_prompt < 1:
+                raise ValueError(f"ranking.max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}")
+            if self.into != "pairs":
+                raise ValueError("ranking.max_pairs_per_prompt caps the pairs of into: pairs; a list is kept whole")
 
 
 @dataclass
@@ -36,6 +73,8 @@ class DataSpec:
             space) and count it in ``LoadReport.blank_responses``. Benchmarks set it, because a
             blank answer is a published answer to be scored; training data keeps it off, where a
             blank response is an ``empty text`` error.
+        ranking: read the source's responses ranked per prompt and give pairs
+            (:class:`RankingSpec`); ``limit`` and ``sample`` then count lists (prompts), not responses.
     """
 
     path: str
@@ -47,9 +86,12 @@ class DataSpec:
     sample: int | None = None
     seed: int = 0
     allow_blank_responses: bool = False
+    ranking: RankingSpec | None = None
 
     def __post_init__(self) -> None:
         self.path = str(self.path)
+        if isinstance(self.ranking, dict):
+            self.ranking = RankingSpec(**self.ranking)
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"DataSpec.limit must be >= 0, got {self.limit}")
         if self.sample is not None and self.sample < 0:

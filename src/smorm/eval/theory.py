@@ -244,7 +244,8 @@ def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed:
         raise ValueError(f"{path}: the run has no {missing}; Theorem 1 couples a pairwise set and a rated set")
     loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
                            on_error=config.data.on_error, attributes=config.data.attributes,
-                           rating_scale=config.data.rating_scale)
+                           rating_scale=config.data.rating_scale,
+                           ratings_filter=config.data.ratings_filter)
     complete = [r for r in loaded.ratings if all(name in r.ratings for name in loaded.attributes)]
     if len(loaded.pairs) < 2 or len(complete) < 2:
         raise ValueError(f"{path}: Theorem 1 needs at least 2 pairs and 2 rated responses with every attribute "

@@ -2,14 +2,16 @@
 
 Importing this package registers: ``bt``, ``margin``, ``label_smoothing``, ``hinge``, ``bt_norm``,
 ``bt_dr`` (pairwise), ``bsr``, ``center`` (centering), ``regression`` (ratings), ``grm_sft``,
-``grm_dpo`` (LM-head regularised), ``odin`` (length-disentangled) and ``more`` (multi-source).
+``grm_dpo`` (LM-head regularised), ``odin`` (length-disentangled), ``more`` (multi-source) and
+``plackett_luce`` (listwise, over ranked lists).
 SMORM itself is ``bt`` on D_S plus ``regression`` on D_M, combined with weights in the config.
 """
 
-from smorm.losses import centering, grm, more, odin, pairwise, regression  # noqa: F401  (registers the losses)
+from smorm.losses import centering, grm, listwise, more, odin, pairwise, regression  # noqa: F401  (registers the losses)
 from smorm.losses.base import LossDef, LossInputs, LossResult, get_loss, validate_options
 from smorm.losses.centering import bsr_loss, center_loss
 from smorm.losses.grm import grm_dpo_loss, grm_sft_loss
+from smorm.losses.listwise import plackett_luce_loss
 from smorm.losses.more import min_norm_weights, more_loss
 from smorm.losses.odin import odin_loss, pearson_correlation
 from smorm.losses.pairwise import (
@@ -43,4 +45,5 @@ __all__ = [
     "pearson_correlation",
     "more_loss",
     "min_norm_weights",
+    "plackett_luce_loss",
 ]

@@ -17,8 +17,9 @@ from torch import Tensor
 
 from smorm.registry import LOSSES
 
-NEEDS = frozenset({"pairs", "ratings", "lm", "length_head"})
-"""What a loss can ask the trainer to compute: pair rewards, rating predictions, LM log-probs, ODIN's length head."""
+NEEDS = frozenset({"pairs", "ratings", "lm", "length_head", "lists"})
+"""What a loss can ask the trainer to compute: pair rewards, rating predictions, LM log-probs, ODIN's length
+head, the pair batch's ranked lists."""
 
 
 @dataclass
@@ -46,6 +47,10 @@ class LossInputs:
         quality_head_weight: ``[d]`` or ``[1, d]`` ODIN quality-head weight (orthogonality term).
         length_head_weight: ``[d]`` or ``[1, d]`` ODIN length-head weight.
         head_parameters: reward-head parameters, for MORE's per-source gradient solve.
+        list_rewards: ``[N]`` reward of every distinct response of the pair batch's ranked lists (a list
+            read with ``ranking: {into: list}`` joined back from its links; any other pair a list of two).
+        list_ids: ``[N]`` long, the list of each response.
+        list_ranks: ``[N]`` long, 0 for a list's best response; tied responses share a rank.
     """
 
     chosen_rewards: Tensor | None = None
@@ -66,6 +71,9 @@ class LossInputs:
     quality_head_weight: Tensor | None = None
     length_head_weight: Tensor | None = None
     head_parameters: list[Tensor] | None = None
+    list_rewards: Tensor | None = None
+    list_ids: Tensor | None = None
+    list_ranks: Tensor | None = None
 
 
 @dataclass

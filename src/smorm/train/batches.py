@@ -4,11 +4,14 @@ An epoch is a pass over D_S in length-grouped, shuffled batches; D_M is cycled a
 shuffle each cycle). With ``train.balance_sources`` (MORE, 003 Sec. 4 and App. C) every pair batch
 instead takes an equal share from each pair source, each source cycled on its own. The schedule
 is a pure function of (seed, micro-step index), so a resumed run sees exactly the batches an
-uninterrupted run would.
+uninterrupted run would. The links of a ranked list read whole (``ranking: {into: list}``) are
+batched as one unit (:func:`list_groups`, :func:`group_batches`), never split between batches or
+processes, so the ``plackett_luce`` loss sees every list entire.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections.abc import Sequence
@@ -18,6 +21,7 @@ from functools import lru_cache
 import torch
 
 from smorm.train.config import TrainConfig
+from smorm.types import ListLink
 
 
 @dataclass
@@ -45,6 +49,8 @@ class StepPlan:
     rating_lengths: list[int] = field(default_factory=list, repr=False)
     source_members: list[list[int]] = field(default_factory=list, repr=False)
     """With balance_sources: the pair indices of each source (empty list: batches are not balanced)."""
+    pair_groups: list[list[int]] = field(default_factory=list, repr=False)
+    """Pairs that share a batch, each a ranked list's links or one pair (empty list: pairs are batched one by one)."""
 
     @property
     def steps_per_epoch(self) -> float:
@@ -52,7 +58,8 @@ class StepPlan:
 
     @classmethod
     def build(cls, train: TrainConfig, num_pairs: int, num_ratings: int, world_size: int,
-              pair_source_ids: Sequence[int] | None = None) -> StepPlan:
+              pair_source_ids: Sequence[int] | None = None,
+              pair_groups: Sequence[Sequence[int]] | None = None) -> StepPlan:
         """The step schedule of a run.
 
         Args:
@@ -61,6 +68,8 @@ class StepPlan:
             num_ratings: |D_M|.
             world_size: number of processes.
             pair_source_ids: ``[num_pairs]`` source index of each pair; needed for ``train.balance_sources``.
+            pair_groups: every pair index in exactly one group, a group being the links of one ranked
+                list (:func:`list_groups`); with a group of two or more, batches take whole groups.
         """
         if num_pairs == 0 and num_ratings == 0:
             raise ValueError("no training data: both data.pairs and data.ratings are empty")
@@ -68,8 +77,18 @@ class StepPlan:
             source_groups(pair_source_ids, num_pairs, train.pair_batch_size)
             if train.balance_sources and num_pairs else []
         )
+        groups = [list(g) for g in pair_groups or []] if any(len(g) > 1 for g in pair_groups or []) else []
+        if groups and train.balance_sources:
+            raise ValueError("train.balance_sources draws pairs one at a time and would split ranked lists "
+                             "(ranking.into: list)")
+        if groups and sorted(i for g in groups for i in g) != list(range(num_pairs)):
+            raise ValueError(f"pair_groups must hold each of the {num_pairs} pair indices exactly once")
         if num_pairs:
+            # whole lists per batch: the same number of batches as pairs alone would give, unless
+            # there are fewer lists than that
             micro_per_epoch = math.ceil(num_pairs / train.pair_batch_size)
+            if groups:
+                micro_per_epoch = min(micro_per_epoch, len(groups))
         else:
             micro_per_epoch = math.ceil(num_ratings / train.rating_batch_size)
         total_micro = max(1, math.ceil(train.epochs * micro_per_epoch))
@@ -78,7 +97,70 @@ class StepPlan:
             total_steps = train.max_steps
             total_micro = total_steps * train.grad_accum
         return cls(num_pairs, num_ratings, train.pair_batch_size, train.rating_batch_size, micro_per_epoch,
-                   total_micro, total_steps, train.grad_accum, world_size, source_members=source_members)
+                   total_micro, total_steps, train.grad_accum, world_size, source_members=source_members,
+                   pair_groups=groups)
+
+
+def list_groups(links: Sequence[ListLink | None]) -> list[list[int]]:
+    """Pair indices grouped by ranked list (a list's links in data order), each other pair on its own;
+    empty when no pair belongs to a list."""
+    if not any(link is not None for link in links):
+        return []
+    groups: list[list[int]] = []
+    by_list: dict[str, list[int]] = {}
+    for index, link in enumerate(links):
+        if link is None:
+            groups.append([index])
+        elif link.list_id in by_list:
+            by_list[link.list_id].append(index)
+        else:
+            by_list[link.list_id] = [index]
+            groups.append(by_list[link.list_id])
+    return groups
+
+
+def group_batches(sizes: Sequence[int], widths: Sequence[int], num_batches: int, seed: int,
+                  mega_batch: int = 50) -> list[list[int]]:
+    """Exactly ``num_batches`` shuffled batches of whole groups (group indices), of similar pair counts.
+
+    Groups are shuffled (seeded), sorted widest first within mega-batches of ``mega_batch`` batches'
+    worth of groups (less padding, as :func:`~smorm.data.collate.length_grouped_batches`), then cut
+    into ``num_batches`` runs, each run ending at the first group boundary past its share
+    ``k * total / num_batches`` of the pairs; so a batch exceeds the even share by less than one
+    list, and every epoch has the same number of batches (a resumed run finds its place).
+
+    Args:
+        sizes: ``[G]`` pairs in each group.
+        widths: ``[G]`` the widest row of each group.
+        num_batches: at most ``G``.
+        seed: the epoch's seed.
+    """
+    if not 1 <= num_batches <= len(sizes):
+        raise ValueError(f"cannot cut {len(sizes)} groups into {num_batches} batches")
+    rng = random.Random(seed)
+    order = list(range(len(sizes)))
+    rng.shuffle(order)
+    span = max(1, mega_batch * len(order) // num_batches)
+    order = [g for start in range(0, len(order), span)
+             for g in sorted(order[start : start + span], key=lambda g: -widths[g])]
+    cumulative = [0]
+    for group in order:
+        cumulative.append(cumulative[-1] + sizes[group])
+    cuts, previous = [], 0
+    for k in range(1, num_batches):
+        end = bisect.bisect_left(cumulative, k * cumulative[-1] / num_batches)
+        previous = min(max(end, previous + 1), len(order) - (num_batches - k))
+        cuts.append(previous)
+    batches = [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True)]
+    rng.shuffle(batches)
+    return batches
+
+
+@lru_cache(maxsize=8)
+def _epoch_group_batches(groups: tuple[tuple[int, ...], ...], widths: tuple[int, ...], num_batches: int,
+                         seed: int) -> list[list[int]]:
+    group_widths = [max(widths[i] for i in group) for group in groups]
+    return group_batches([len(g) for g in groups], group_widths, num_batches, seed)
 
 
 def source_groups(pair_source_ids: Sequence[int] | None, num_pairs: int, batch_size: int) -> list[list[int]]:
@@ -185,6 +267,16 @@ def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
         batch = balanced_pair_batch(plan.source_members, plan.pair_batch_size, micro, seed)
         pair_idx = batch[rank :: plan.world_size]
         global_pairs = len(batch)
+    elif plan.num_pairs and plan.pair_groups:
+        if not plan.pair_lengths:
+            plan.pair_lengths = [len(x) for x in chosen]
+        epoch, position = divmod(micro, plan.micro_per_epoch)
+        groups = tuple(tuple(g) for g in plan.pair_groups)
+        batch_groups = _epoch_group_batches(groups, tuple(plan.pair_lengths), plan.micro_per_epoch,
+                                            seed * 1000 + epoch)[position]
+        # processes take whole lists, strided; their shares may differ in pairs (compute_losses rescales)
+        pair_idx = [i for g in batch_groups[rank :: plan.world_size] for i in groups[g]]
+        global_pairs = sum(len(groups[g]) for g in batch_groups)
     elif plan.num_pairs:
         if not plan.pair_lengths:
             plan.pair_lengths = [len(x) for x in chosen]

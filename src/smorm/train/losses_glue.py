@@ -16,7 +16,7 @@ import torch.utils.checkpoint
 from smorm.train.batches import StepIndices
 from smorm.train.config import RunConfig
 from smorm.train.prepare import TokenizedData
-from smorm.types import RewardOutput
+from smorm.types import ListLink, RewardOutput
 
 
 def head_rewards(output: RewardOutput, head: str) -> torch.Tensor:
@@ -81,6 +81,47 @@ def _token_logps(lm_head: torch.nn.Module, states: torch.Tensor, targets: torch.
     return -F.cross_entropy(lm_head(states).float(), targets, reduction="none")
 
 
+def list_items(links: list[ListLink | None]) -> tuple[list[int], list[int], list[int]]:
+    """The distinct responses of a pair batch's ranked lists, as rows of its ``[chosen (B), rejected (B)]`` rewards.
+
+    The links of one list (same ``list_id``) name each of its responses at least once; a response
+    is read from its first row. A pair that is no list's link is a list of two of its own.
+
+    Args:
+        links: ``B`` entries, the batch's pairs in row order.
+
+    Returns:
+        ``(rows, list numbers, ranks)``, one entry per response: row in ``[0, 2B)``, list number from 0
+        in order of appearance, rank (0 best).
+    """
+    b = len(links)
+    rows: list[int] = []
+    numbers: list[int] = []
+    ranks: list[int] = []
+    lists: dict[str, int] = {}  # list id -> number
+    seen: set[tuple[int, int]] = set()
+    count = 0
+    for row, link in enumerate(links):
+        if link is None:
+            rows += [row, b + row]
+            numbers += [count, count]
+            ranks += [0, 1]
+            count += 1
+            continue
+        if link.list_id not in lists:
+            lists[link.list_id] = count
+            count += 1
+        number = lists[link.list_id]
+        for item, rank, where in ((link.chosen_item, link.chosen_rank, row),
+                                  (link.rejected_item, link.rejected_rank, b + row)):
+            if (number, item) not in seen:
+                seen.add((number, item))
+                rows.append(where)
+                numbers.append(number)
+                ranks.append(rank)
+    return rows, numbers, ranks
+
+
 def compute_losses(config: RunConfig, model: Any, output: RewardOutput, data: TokenizedData,
                    indices: StepIndices, inputs: dict[str, torch.Tensor], world_size: int = 1
                    ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -122,6 +163,12 @@ def compute_losses(config: RunConfig, model: Any, output: RewardOutput, data: To
                 head_parameters=[p for p in model.heads[head].parameters() if p.requires_grad]
                 if head in model.heads else None,
             )
+        if "lists" in needs:
+            links = [data.pair_links[i] if data.pair_links else None for i in pair_idx]
+            rows, numbers, ranks = list_items(links)
+            kwargs.update(list_rewards=rewards[: 2 * b][torch.tensor(rows, dtype=torch.long, device=device)],
+                          list_ids=torch.tensor(numbers, dtype=torch.long, device=device),
+                          list_ranks=torch.tensor(ranks, dtype=torch.long, device=device))
         if "ratings" in needs:
             head = spec.head or "multi"
             if output.attributes is None:

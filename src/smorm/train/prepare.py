@@ -12,6 +12,7 @@ from typing import Any
 from smorm.data.errors import DataError
 from smorm.data.run_data import LoadedData, load_run_data
 from smorm.run_config import RunConfig
+from smorm.types import ListLink
 
 
 @dataclass
@@ -31,6 +32,8 @@ class TokenizedData:
     attributes: list[str]
     truncated: int = 0
     notes: list[str] = field(default_factory=list)
+    pair_links: list[ListLink | None] = field(default_factory=list)
+    """Per pair, its place in a ranked list read whole (None for a plain pair); empty: no lists."""
 
     @property
     def num_pairs(self) -> int:
@@ -54,7 +57,8 @@ def load_training_data(config: RunConfig) -> LoadedData:
     """
     loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
                            on_error=config.data.on_error, attributes=config.data.attributes,
-                           rating_scale=config.data.rating_scale)
+                           rating_scale=config.data.rating_scale,
+                           ratings_filter=config.data.ratings_filter)
     require_data_for_losses(config, loaded)
     return loaded
 
@@ -118,11 +122,12 @@ def tokenize(data: LoadedData, tokenizer: Any, max_length: int, show_progress: b
             targets.append({k: v for k, v in record.ratings.items() if k in data.attributes})
             bar.update(1)
     truncated = int(getattr(formatter, "num_truncated", 0))
+    links = [pair.list_link for pair in data.pairs]
     return TokenizedData(
         chosen=chosen, rejected=rejected, chosen_prompt_lengths=chosen_prompt,
         rejected_prompt_lengths=rejected_prompt, margins=margins, pair_source_ids=source_ids,
         sources=sources, rating_ids=rating_ids, rating_prompt_lengths=rating_prompt, ratings=targets, attributes=data.attributes,
-        truncated=truncated,
+        truncated=truncated, pair_links=links if any(link is not None for link in links) else [],
     )
 
 

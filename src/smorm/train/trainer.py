@@ -34,7 +34,7 @@ from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_
 from smorm.models.trunk import apply_trunk_mode, cached_part, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
 from smorm.train import sharding, tracking
-from smorm.train.batches import StepPlan, pair_widths, step_indices
+from smorm.train.batches import StepPlan, list_groups, pair_widths, step_indices
 from smorm.train.config import RunConfig
 from smorm.train.losses_glue import compute_losses
 from smorm.train.prepare import TokenizedData, load_training_data, tokenize
@@ -125,7 +125,8 @@ class Trainer:
         if config.train.trunk in ("top_k", "frozen"):
             self.features = self._cache_features()
         self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
-                                   self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids)
+                                   self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids,
+                                   pair_groups=list_groups(self.data.pair_links))
         data = self.data  # batches grouped by the width a pair's rows really take
         self.plan.pair_lengths = pair_widths(data.chosen, data.rejected, data.chosen_prompt_lengths,
                                              data.rejected_prompt_lengths, config.train.shared_prompt)

@@ -76,6 +76,8 @@ class Adapter:
         options: adapter-specific option name -> help.
         fields: the fields that identify the format (shown when auto-detection fails).
         priority: detectors run from high to low priority (specific formats before generic ones).
+        ranking_score: the attribute that ranks a prompt's responses when a ``ranking`` source names
+            no ``score`` (HelpSteer: helpfulness); None: the source's only attribute.
     """
 
     name: str
@@ -90,6 +92,7 @@ class Adapter:
     options: dict[str, str] = field(default_factory=dict)
     fields: str = ""
     priority: int = 50
+    ranking_score: str | None = None
 
     def kinds(self) -> list[str]:
         return [kind for kind in KINDS if getattr(self, kind) is not None]

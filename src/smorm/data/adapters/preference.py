@@ -12,6 +12,7 @@ from typing import Any
 from smorm.data.adapters.base import Adapter, Context, has, register
 from smorm.data.adapters.generic import conversation_pair, optional_text
 from smorm.data.errors import DropRecord, FieldError
+from smorm.data.lists import ListCounts, all_pairs
 from smorm.data.messages import (
     describe,
     get_field,
@@ -273,14 +274,11 @@ def stack_exchange_pairs(record: dict[str, Any], ctx: Context) -> list[Preferenc
         raise DropRecord("fewer than two answers")
     if max(scores) == min(scores):
         raise DropRecord("answers have equal scores")
-    if mode == "extremes":
-        order = [(scores.index(max(scores)), scores.index(min(scores)))]
-    else:
-        order = [(i, j) for i in range(len(texts)) for j in range(len(texts)) if scores[i] > scores[j]]
     meta = {"qid": record.get("qid")}
-    return [
-        PreferencePair(prompt, texts[i], texts[j], margin=scores[i] - scores[j], meta=meta) for i, j in order
-    ]
+    if mode == "all":
+        return all_pairs(RankedResponses(prompt, texts, scores=scores, meta=meta), scores, ListCounts())
+    i, j = scores.index(max(scores)), scores.index(min(scores))
+    return [PreferencePair(prompt, texts[i], texts[j], margin=scores[i] - scores[j], meta=meta)]
 
 
 # --- RMB and RewardBench -----------------------------------------------------------------------

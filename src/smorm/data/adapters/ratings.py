@@ -1,4 +1,4 @@
-"""Adapters for public absolute-rating datasets: ``helpsteer``, ``prometheus``, ``autoj``.
+"""Adapters for public absolute-rating datasets: ``helpsteer``, ``prometheus``, ``autoj``, ``arena-bench``.
 
 Ratings are returned on each source's own scale; the loader maps them to [0, 1] with the scales
 declared here (ArmoRM, paper 004 App. A: "we linearly transform all ratings to [0, 1]").
@@ -7,10 +7,11 @@ declared here (ArmoRM, paper 004 App. A: "we linearly transform all ratings to [
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from smorm.data.adapters.base import Adapter, Context, has, register
-from smorm.data.errors import FieldError
+from smorm.data.errors import DropRecord, FieldError
 from smorm.data.messages import (
     describe,
     get_field,
@@ -110,6 +111,43 @@ def autoj_ratings(record: dict[str, Any], ctx: Context) -> list[RatedResponse]:
     return [RatedResponse([user(query)], response, {"overall": score}, meta=meta)]
 
 
+ARENA_BENCH_PROMPT = re.compile(
+    r"\[Question\]\n(?P<question>.*?)\n\n\[The Start of Reference Answer\]\n.*?\[The End of Reference Answer\]"
+    r"\n\n\[The Start of Assistant's Answer\]\n(?P<answer>.*?)\n\[The End of Assistant's Answer\]",
+    re.DOTALL,
+)
+ARENA_BENCH_WEAK_JUDGE = "arena-bench-judgment_judge_any"  # a llama-13b judge, not GPT-4 (data README)
+
+
+def arena_bench_ratings(record: dict[str, Any], ctx: Context) -> list[RatedResponse]:
+    """Arena-Bench v1 ``model_judgment`` rows: GPT-4's 1–10 ``score`` of one model's answer, as ``overall``.
+
+    The question and the answer are read from the judge prompt (``user_prompt``), the text the score
+    belongs to: for Llama-2-70b-chat and vicuna-33b-v1.3, 262 judged answers differ from the files in
+    ``model_answer/`` (answers generated again later), so joining by ``question_id`` + ``model`` would
+    pair a score with a text the judge never saw. A null score is dropped; so are the rows of the other
+    files of the folder (questions, answers, references) and, unless ``judges: all``, those of the
+    weaker llama-13b judge (``arena-bench-judgment_judge_any``).
+    """
+    judges = ctx.option("judges", "gpt-4", ("gpt-4", "all"))
+    if "judgment" not in record:
+        raise DropRecord("not a judgment (question, answer or reference file)")
+    if judges == "gpt-4" and Path(ctx.path).name.startswith(ARENA_BENCH_WEAK_JUDGE):
+        raise DropRecord("llama-13b judge (judges: all keeps it)")
+    match = ARENA_BENCH_PROMPT.search(require_text(get_field(record, "user_prompt"), "user_prompt"))
+    if match is None:
+        raise FieldError("user_prompt", "no '[Question]' … \"[The End of Assistant's Answer]\" sections",
+                         kind="unparsed prompt")
+    score = record.get("score")
+    if score is None:
+        raise DropRecord("no score (the judge gave none)")
+    overall = require_number(score, "score")
+    response = require_response(match["answer"], "user_prompt (answer)", ctx.allow_blank_responses)
+    meta = {"question_id": record.get("question_id"), "model": record.get("model")}
+    return [RatedResponse([user(require_text(match["question"], "user_prompt (question)"))], response,
+                          {"overall": overall}, meta=meta)]
+
+
 register(
     Adapter(
         "helpsteer",
@@ -119,6 +157,9 @@ register(
         scales={name: (0.0, 4.0) for name in HELPSTEER_ATTRIBUTES},
         fields="prompt, response, helpfulness, correctness, coherence, complexity, verbosity",
         priority=80,
+        # HelpSteer2 (Wang et al. 2024, Sec. 4.3) binarizes by helpfulness, ties discarded; 000 Table 5's
+        # "HelpSteer2 (binarized)" names no other rule
+        ranking_score="helpfulness",
     )
 )
 register(
@@ -140,6 +181,18 @@ register(
         ratings=autoj_ratings,
         scales={"overall": (1.0, 10.0)},
         fields="usrmsg (critique prompt), pred_score",
+        priority=80,
+    )
+)
+register(
+    Adapter(
+        "arena-bench",
+        "Arena-Bench v1 (early Arena-Hard): GPT-4 1–10 scores of model answers, as 'overall'",
+        detect=lambda p, r: has(r, "question_id", "model", "user_prompt", "judgment", "score"),
+        ratings=arena_bench_ratings,
+        scales={"overall": (1.0, 10.0)},
+        options={"judges": "gpt-4 (default) | all: also the llama-13b judge's file (arena-bench-judgment_judge_any)"},
+        fields="question_id, model, user_prompt (judge prompt), judgment, score",
         priority=80,
     )
 )
