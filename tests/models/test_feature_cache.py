@@ -159,3 +159,21 @@ def test_weights_digest_reads_large_tensors_inside_their_bounds():
     big = torch.zeros(28_311_552)  # SmolLM2's embedding: float spacing once rounded past the last index
     big[-1] = 1.0
     assert weights_digest([("w", big)]) != weights_digest([("w", torch.zeros(28_311_552))])
+
+
+def test_a_backbone_loaded_with_its_lm_head_finds_the_same_features(tiny_llama_dir):
+    """GRM keeps the LM head (a CausalLM wrapper, weights named model.*): same lower layers, same key."""
+    from smorm.models.backbone import load_backbone
+    from smorm.models.reward_model import RewardModel, RewardModelConfig
+
+    plain = make_model(tiny_llama_dir)
+    loaded = load_backbone(str(tiny_llama_dir), with_lm_head=True)
+    config = RewardModelConfig(backbone=str(tiny_llama_dir), attributes=["a"], heads={"single": {"kind": "linear"}},
+                               max_length=64, with_lm_head=True)
+    with_head = RewardModel(loaded.model, loaded.tokenizer, config)
+    assert with_head.backbone.get_output_embeddings() is not None
+    for trunk, top_k in (("top_k", 1), ("frozen", 0)):
+        (part_a, weights_a), (part_b, weights_b) = cached_part(plain, trunk, top_k), cached_part(with_head, trunk, top_k)
+        assert part_a == part_b
+        assert part_key("llama", part_a, "fp32", torch.float32, weights_a) == part_key(
+            "llama", part_b, "fp32", torch.float32, weights_b)

@@ -184,8 +184,11 @@ def cached_part(model: RewardModel, trunk: str, top_k: int) -> tuple[str, list[t
     ``top_k``: ``lower:<L-k>``, the embeddings and the first ``L - k`` layers (every backbone weight
     but the top ``k`` layers and the final norm); ``frozen``: ``pooled:last_token``, the whole backbone.
     """
+    # the base model's weights, named as in it: a backbone loaded with its LM head (GRM) computes the
+    # same features as one without, and finds them
+    base = model.base_model
     if trunk == "frozen":
-        return "pooled:last_token", list(model.backbone.named_parameters())
+        return "pooled:last_token", list(base.named_parameters())
     if trunk != "top_k":
         raise ValueError(f"trunk mode {trunk!r} caches no features")
     split = num_layers(model) - top_k
@@ -193,7 +196,7 @@ def cached_part(model: RewardModel, trunk: str, top_k: int) -> tuple[str, list[t
     final_norm = getattr(model.base_model, "norm", None)
     if final_norm is not None:
         upper.append(final_norm)
-    return f"lower:{split}", lower_part_parameters(model.backbone, upper)
+    return f"lower:{split}", lower_part_parameters(base, upper)
 
 
 def enable_gradient_checkpointing(model: RewardModel, trunk: str) -> None:
