@@ -107,3 +107,14 @@ def test_a_bad_study_is_refused_before_anything_trains(tiny_llama_dir, shared_da
     with pytest.raises(ValueError, match="methods.SMORM"):
         plan_runs(study, base_dir, where=str(bad))
     assert not (tmp_path / "study" / "runs").exists()
+
+
+def test_cli_refuses_a_bad_study_with_its_file_and_field(tiny_llama_dir, shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from smorm.cli import app
+
+    path = study_file(tmp_path, tiny_llama_dir, shared_data, seeds=[0, 0])
+    result = CliRunner().invoke(app, ["study", str(path)])
+    assert result.exit_code == 2
+    assert "seeds must differ" in result.output and "study.yaml" in result.output
