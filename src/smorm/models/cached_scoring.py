@@ -91,7 +91,7 @@ class CachedTrunkScorer:
 
         store = self._store("bf16" if autocast_bf16 else "fp32")
         features = store.build(list(sequences), compute, batch_size, description="lower layers",
-                               show_progress=show_progress)
+                               show_progress=show_progress, lazy=True)
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         parts: list[RewardOutput] = []
         for start in range(0, len(order), batch_size):

@@ -103,15 +103,24 @@ def part_key(model_type: str, part: str, precision: str, storage_dtype: torch.dt
 class CachedFeatures(Sequence[torch.Tensor]):
     """The features of a list of sequences, read from the store's shards on access (memory-mapped)."""
 
-    def __init__(self, keys: list[str], where: dict[str, Path]) -> None:
+    def __init__(self, keys: list[str], where: dict[str, Path], lazy: bool = False) -> None:
         self.keys = keys
         self._where = where
         self._open: dict[Path, Any] = {}
+        self._loaded: list[torch.Tensor] | None = None
+        if not lazy:  # read once now: later reads are plain tensors (and work under FakeTensorMode)
+            self._loaded = [self._read(i) for i in range(len(keys))]
+            self._open.clear()
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        if self._loaded is not None:
+            return self._loaded[index]
+        return self._read(index)
+
+    def _read(self, index: int) -> torch.Tensor:
         from safetensors import safe_open
 
         key = self.keys[index]
@@ -154,11 +163,12 @@ class FeatureStore:
 
     def build(self, sequences: Sequence[Sequence[int]], compute: Callable[[list[list[int]]], list[torch.Tensor]],
               batch_size: int, dtype: torch.dtype = torch.float32, description: str = "caching features",
-              show_progress: bool = True) -> CachedFeatures:
+              show_progress: bool = True, lazy: bool = False) -> CachedFeatures:
         """Compute the sequences not yet stored (length-sorted batches), then return all of them.
 
         ``compute`` maps a list of token sequences to one tensor per sequence (padding removed);
         tensors are stored in ``dtype``. A sequence that occurs several times is computed once.
+        ``lazy``: read each feature from its (memory-mapped) shard when asked for, instead of all now.
         """
         from tqdm.auto import tqdm
 
@@ -188,7 +198,7 @@ class FeatureStore:
         absent = [k for k in keys if k not in where]
         if absent:
             raise RuntimeError(f"feature store {self.root} lacks {len(absent)} sequences after computing them")
-        return CachedFeatures(keys, where)
+        return CachedFeatures(keys, where, lazy=lazy)
 
 
 def lower_part_parameters(model: nn.Module, excluded: Iterable[nn.Module]) -> list[tuple[str, torch.Tensor]]:
