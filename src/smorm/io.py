@@ -56,11 +56,14 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any, *, indent: int |
     return atomic_write_text(path, json.dumps(value, indent=indent, default=default) + ("\n" if newline else ""))
 
 
-def atomic_save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Any]) -> Path:
-    """Write a dict of tensors as a safetensors file atomically (no pickle)."""
+def atomic_save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],
+                        metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a dict of tensors (and string ``metadata`` in its header) as a safetensors file atomically
+    (no pickle)."""
     from safetensors.torch import save_file
 
-    return atomic_write(path, lambda temporary: save_file(dict(tensors), str(temporary)))
+    return atomic_write(path, lambda temporary: save_file(dict(tensors), str(temporary),
+                                                          metadata=dict(metadata) if metadata else None))
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -37,6 +37,27 @@ def pad_hidden(features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     return hidden, mask
 
 
+def lower_states(lower: Any, chunk: list[list[int]], pad_id: int, device: torch.device, bf16: bool
+                 ) -> list[torch.Tensor]:
+    """The lower trunk's states of each sequence, ``[T_i, d]`` float32 on the host (padding removed)."""
+    from smorm.data.collate import collate_sequences
+
+    batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
+    with torch.no_grad(), autocast(device, bf16):
+        hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
+    return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
+
+
+def feature_store(model: RewardModel, trunk: str, top_k: int, precision: str, storage: torch.dtype,
+                  root: str | Path) -> FeatureStore:
+    """The store folder of ``model``'s cached part under ``trunk`` (see :func:`~smorm.models.trunk.cached_part`)."""
+    part, weights = cached_part(model, trunk, top_k)
+    model_type = model.base_model.config.model_type
+    return FeatureStore(root, part_key(model_type, part, precision, storage, weights),
+                        describe={"backbone": model.config.backbone, "model_type": model_type, "part": part,
+                                  "precision": precision, "dtype": str(storage).removeprefix("torch.")})
+
+
 class CachedTrunkScorer:
     """A :class:`~smorm.models.scorers.Scorer` over a ``top_k`` model whose lower layers come from a store.
 
@@ -65,31 +86,19 @@ class CachedTrunkScorer:
     def heads(self) -> Any:
         return self.model.heads
 
-    def _store(self, precision: str) -> FeatureStore:
-        part, weights = cached_part(self.model, "top_k", self.top_k)
-        model_type = self.model.base_model.config.model_type
-        return FeatureStore(self.store_root, part_key(model_type, part, precision, torch.float32, weights),
-                            describe={"backbone": self.config.backbone, "model_type": model_type, "part": part,
-                                      "precision": precision, "dtype": "float32"})
-
     @torch.no_grad()
     def score_token_ids(self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False,
                         response_starts: Sequence[int] | None = None, show_progress: bool = False) -> RewardOutput:
         """Lower-layer states from the store (computing the missing ones), then the top layers and heads."""
-        from smorm.data.collate import collate_sequences
-
         device = module_device(self.model)
         pad_id = self.tokenizer.pad_token_id
         lower = self.lower
-        assert lower is not None
 
         def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
-            batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
-            with autocast(device, autocast_bf16):
-                hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
-            return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
+            return lower_states(lower, chunk, pad_id, device, autocast_bf16)
 
-        store = self._store("bf16" if autocast_bf16 else "fp32")
+        store = feature_store(self.model, "top_k", self.top_k, "bf16" if autocast_bf16 else "fp32", torch.float32,
+                              self.store_root)
         features = store.build(list(sequences), compute, batch_size, description="lower layers",
                                show_progress=show_progress, lazy=True)
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))

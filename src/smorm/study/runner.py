@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from smorm.eval.runner import BenchSpec, LoadedBenchmarks, load_benchmarks, response_lengths
-from smorm.io import atomic_write_json, atomic_write_text, read_json
+from smorm.io import atomic_save_tensors, atomic_write_json, atomic_write_text, read_json
 from smorm.settings import load_mapping, validate_settings
 from smorm.study.settings import StudyConfig, StudyMethod, merge
 from smorm.study.stats import Resampler, item_outcomes
@@ -147,13 +147,14 @@ def table_fingerprint(loaded: LoadedBenchmarks, precision: str, max_length: int)
 
 
 def score_run(run: PlannedRun, loaded: LoadedBenchmarks, study: StudyConfig, show_progress: bool) -> Path:
-    """Score the benchmark table with a trained run (lower layers from the store under ``top_k``)."""
-    import torch
-    from safetensors.torch import save_file
+    """Score the benchmark table with a trained run (lower layers from the store under ``top_k``); a run
+    whose stored scores are of this table and precision is not loaded again."""
+    from safetensors import safe_open
 
     from smorm.data.formatting import Formatter
     from smorm.eval.scoring import score_sequences
     from smorm.models.cached_scoring import CachedTrunkScorer
+    from smorm.models.composite import member_config
     from smorm.models.devices import resolve_device, resolve_precision
     from smorm.models.feature_cache import feature_store_root
     from smorm.models.gate_spec import GATE_HEAD
@@ -163,14 +164,12 @@ def score_run(run: PlannedRun, loaded: LoadedBenchmarks, study: StudyConfig, sho
     path = run.folder / SCORES_NAME
     device = resolve_device("auto")
     precision = resolve_precision(study.eval_precision, device)
-    model = RewardModel.from_pretrained(run.folder, device=device)
-    key = table_fingerprint(loaded, precision, model.config.max_length)
+    key = table_fingerprint(loaded, precision, member_config(run.folder).max_length)
     if path.is_file():
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             if (handle.metadata() or {}).get("table") == key:
                 return path
+    model = RewardModel.from_pretrained(run.folder, device=device)
     scorer: Any = model
     if run.config.train.trunk == "top_k" and GATE_HEAD not in model.heads:
         scorer = CachedTrunkScorer(model, run.config.train.top_k, feature_store_root(run.config.train.cache_dir))
@@ -189,12 +188,7 @@ def score_run(run: PlannedRun, loaded: LoadedBenchmarks, study: StudyConfig, sho
     meta = {"table": key, "precision": precision, "seconds": f"{time.time() - started:.1f}",
             "head_scales": json.dumps(model.config.head_scales or {}), "mode_scale": model.config.mode_scale,
             "truncated": str(formatter.num_truncated)}
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-    del model, scorer
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    return path
+    return atomic_save_tensors(path, {k: v.cpu() for k, v in tensors.items()}, metadata=meta)
 
 
 def read_scores(path: Path) -> tuple[Any, dict[str, str]]:

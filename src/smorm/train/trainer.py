@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from smorm.io import atomic_write_json, atomic_write_text
-from smorm.models.cached_scoring import pad_hidden
+from smorm.models.cached_scoring import feature_store, lower_states, pad_hidden
 from smorm.models.devices import (
     accelerator_device,
     autocast,
@@ -29,9 +29,9 @@ from smorm.models.devices import (
     move_to,
     resolve_precision,
 )
-from smorm.models.feature_cache import CachedFeatures, FeatureStore, feature_store_root, fingerprint, part_key
+from smorm.models.feature_cache import CachedFeatures, feature_store_root, fingerprint
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
-from smorm.models.trunk import apply_trunk_mode, cached_part, enable_gradient_checkpointing, merge_lora
+from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
 from smorm.train import sharding, tracking
 from smorm.train.batches import StepPlan, list_groups, pair_widths, step_indices
@@ -151,15 +151,13 @@ class Trainer:
         from smorm.data.collate import collate_sequences
 
         device = module_device(model)
+        bf16 = self.precision == "bf16"
         if config.train.trunk == "top_k":
             assert self.lower is not None
             lower = self.lower
 
             def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
-                batch = move_to(collate_sequences(chunk, pad_id, padding_side="right"), device)
-                with torch.no_grad(), self._autocast():
-                    hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
-                return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
+                return lower_states(lower, chunk, pad_id, device, bf16)
         else:
 
             def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
@@ -172,15 +170,11 @@ class Trainer:
         model.eval()
         # every process gathers (a collective) before the main one computes and the others wait for its cache
         with sharding.gathered(self.accelerator, model.backbone):
-            part, weights = cached_part(model, config.train.trunk, config.train.top_k)
-            model_type = model.base_model.config.model_type
-            store = FeatureStore(feature_store_root(config.train.cache_dir), part_key(
-                model_type, part, self.precision, storage, weights), describe={
-                    "backbone": config.model.backbone, "model_type": model_type, "part": part,
-                    "precision": self.precision, "dtype": config.train.cache_dtype})
+            store = feature_store(model, config.train.trunk, config.train.top_k, self.precision, storage,
+                                  feature_store_root(config.train.cache_dir))
             with self.accelerator.main_process_first():
                 features = store.build(sequences, compute, config.train.cache_batch_size, dtype=storage,
-                                       description=f"caching {part} features",
+                                       description=f"caching {store.describe['part']} features",
                                        show_progress=self.show_progress and self.is_main)
         self.cache_dir = store.root
         return features
