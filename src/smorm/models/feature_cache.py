@@ -54,20 +54,22 @@ def fingerprint(*parts: object) -> str:
     return digest.hexdigest()[:16]
 
 
+def _token_bytes(ids: Sequence[int]) -> bytes:
+    """A sequence's count, then its ids, 4 bytes each (little-endian)."""
+    return len(ids).to_bytes(4, "little") + b"".join(int(i).to_bytes(4, "little", signed=True) for i in ids)
+
+
 def sequences_fingerprint(sequences: Sequence[Sequence[int]]) -> str:
     """A short hash of a list of token sequences (order and lengths included)."""
     digest = hashlib.sha256()
     for ids in sequences:
-        digest.update(len(ids).to_bytes(4, "little"))
-        digest.update(b"".join(int(i).to_bytes(4, "little") for i in ids))
+        digest.update(_token_bytes(ids))
     return digest.hexdigest()[:16]
 
 
 def sequence_key(ids: Sequence[int]) -> str:
     """The name a sequence's tensor has in the store: a hash of its token ids (and their count)."""
-    digest = hashlib.sha256(len(ids).to_bytes(4, "little"))
-    digest.update(b"".join(int(i).to_bytes(4, "little", signed=True) for i in ids))
-    return digest.hexdigest()[:32]
+    return hashlib.sha256(_token_bytes(ids)).hexdigest()[:32]
 
 
 def weights_digest(named_parameters: Iterable[tuple[str, torch.Tensor]], samples: int = DIGEST_SAMPLES) -> str:
@@ -101,7 +103,8 @@ def part_key(model_type: str, part: str, precision: str, storage_dtype: torch.dt
 
 
 class CachedFeatures(Sequence[torch.Tensor]):
-    """The features of a list of sequences, read from the store's shards on access (memory-mapped)."""
+    """The features of a list of sequences: read from the store's shards all at once, or (``lazy``) each
+    when asked for, from its memory-mapped shard."""
 
     def __init__(self, keys: list[str], where: dict[str, Path], lazy: bool = False) -> None:
         self.keys = keys

@@ -31,7 +31,7 @@ from smorm.io import atomic_save_tensors, atomic_write_json, atomic_write_text, 
 from smorm.settings import load_mapping, validate_settings
 from smorm.study.settings import StudyConfig, StudyMethod, merge
 from smorm.study.stats import Resampler, item_outcomes
-from smorm.train.config import RunConfig, resolve_paths
+from smorm.train.config import RunConfig, resolve_path, resolve_paths
 from smorm.train.ensemble import finished
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,8 @@ def _modes(method: StudyMethod, config: RunConfig) -> list[str]:
 def bench_specs(study: StudyConfig, base_dir: Path) -> list[BenchSpec]:
     specs = []
     for bench in study.benches:
-        path = bench.path if Path(bench.path).is_absolute() else str((base_dir / bench.path).resolve())
-        specs.append(BenchSpec(bench.kind, path, bench.limit, bench.label, bench.sample, bench.seed))
+        specs.append(BenchSpec(bench.kind, resolve_path(bench.path, base_dir), bench.limit, bench.label,
+                               bench.sample, bench.seed))
     return specs
 
 

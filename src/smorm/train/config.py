@@ -48,7 +48,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return config
 
 
-def _resolve(path: str, base: Path) -> str:
+def resolve_path(path: str, base: Path) -> str:
+    """``path`` against ``base`` unless it is absolute or an ``hf:`` reference."""
     if path.startswith("hf:") or Path(path).is_absolute():
         return path
     return str((base / path).resolve())
@@ -60,10 +61,10 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for key in ("pairs", "ratings"):
         for source in data.get(key) or []:
             if isinstance(source, dict) and isinstance(source.get("path"), str):
-                source["path"] = _resolve(source["path"], base)
+                source["path"] = resolve_path(source["path"], base)
     for bench in (raw.get("eval") or {}).get("benches") or []:
         if isinstance(bench, dict) and isinstance(bench.get("path"), str):
-            bench["path"] = _resolve(bench["path"], base)
+            bench["path"] = resolve_path(bench["path"], base)
     backbone = (raw.get("model") or {}).get("backbone")
     if isinstance(backbone, str) and (backbone.startswith("./") or backbone.startswith("../")):
-        raw["model"]["backbone"] = _resolve(backbone, base)
+        raw["model"]["backbone"] = resolve_path(backbone, base)
