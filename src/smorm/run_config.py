@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from smorm.settings import Strict
+
+if TYPE_CHECKING:
+    from smorm.data.run_data import LoadedData
 
 
 class RankingConfig(Strict):
@@ -123,6 +126,22 @@ class DataConfig(Strict):
         "(000 Sec. 3), compared after normalising (roles and text of every message, NFKC, whitespace collapsed, "
         "case-folded); the load report counts kept and dropped",
     )
+    dedup: bool = Field(
+        False, description="drop exact repeats across all sources, first seen kept: a pair with the same prompt and "
+        "responses as an earlier one, or its reverse (a contradiction), and a rated response seen before; compared "
+        "after normalising like ratings_filter; ranked-list links are kept; the load report counts each drop")
+    exclude_prompts_of: list[DataSource] = Field(
+        default_factory=list, description="files (e.g. the dev benchmarks, any readable format) whose prompts are "
+        "removed from D_S and D_M before training, compared like ratings_filter; the load report counts the drops")
+
+    def load(self) -> LoadedData:
+        """Read D_S and D_M with every option of this section (:func:`smorm.data.run_data.load_run_data`)."""
+        from smorm.data.run_data import load_run_data  # torch (through smorm.types): read where data is read
+
+        return load_run_data([s.to_spec() for s in self.pairs], [s.to_spec() for s in self.ratings],
+                             on_error=self.on_error, attributes=self.attributes, rating_scale=self.rating_scale,
+                             ratings_filter=self.ratings_filter, dedup=self.dedup,
+                             exclude_prompts_of=[s.to_spec() for s in self.exclude_prompts_of])
 
     @model_validator(mode="after")
     def _ranking_in_pairs(self) -> DataConfig:

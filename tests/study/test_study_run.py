@@ -118,3 +118,24 @@ def test_cli_refuses_a_bad_study_with_its_file_and_field(tiny_llama_dir, shared_
     result = CliRunner().invoke(app, ["study", str(path)])
     assert result.exit_code == 2
     assert "seeds must differ" in result.output and "study.yaml" in result.output
+
+
+def test_a_method_may_run_a_subset_of_the_seeds_and_is_compared_only_on_equal_seeds(tiny_llama_dir, shared_data,
+                                                                                    tmp_path):
+    screened = {"name": "SMORM-1", "config": {}, "seeds": [0]}
+    path = study_file(tmp_path, tiny_llama_dir, shared_data, sweep=None,
+                      methods=[{"name": "SORM", "config": SORM}, {"name": "MORM", "config": MORM, "seeds": [1]},
+                               {"name": "SMORM", "config": {}}, screened],
+                      comparisons=[{"a": "SMORM/M", "b": "SORM/F"}])
+    study, base_dir = load_study(path)
+    runs = [(run.label, run.seed) for run in plan_runs(study, base_dir)]
+    assert runs == [("SORM", 0), ("SMORM", 0), ("SMORM-1", 0), ("SORM", 1), ("MORM", 1), ("SMORM", 1)]
+    unequal = study_file(tmp_path, tiny_llama_dir, shared_data, sweep=None,
+                         methods=[{"name": "SORM", "config": SORM}, screened],
+                         comparisons=[{"a": "SMORM-1/M", "b": "SORM/F"}])
+    with pytest.raises(ValueError, match=r"different seeds \(\[0\] vs \[0, 1\]\)"):
+        load_study(unequal)
+    outside = study_file(tmp_path, tiny_llama_dir, shared_data, sweep=None, comparisons=[],
+                         methods=[{"name": "SORM", "config": SORM, "seeds": [2]}])
+    with pytest.raises(ValueError, match=r"methods.SORM.seeds: \[2\] must be seeds of the study"):
+        load_study(outside)

@@ -31,7 +31,11 @@ def prompt_key(prompt: Sequence[Message]) -> str:
     conversation; the normalisation is :data:`PROMPT_KEY_RULE` (formatting noise such as a trailing
     newline or a doubled space does not make two prompts different).
     """
-    text = "\n".join(f"{turn['role']}: {turn['content']}" for turn in prompt)
+    return normalise_text("\n".join(f"{turn['role']}: {turn['content']}" for turn in prompt))
+
+
+def normalise_text(text: str) -> str:
+    """:data:`PROMPT_KEY_RULE` applied to one text (NFKC, whitespace runs collapsed, trimmed, case-folded)."""
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
 
 

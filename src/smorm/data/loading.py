@@ -184,7 +184,8 @@ def load_prompt_records(
             continue
         seen.add(key)
         category = getattr(record, "subset", None) or getattr(record, "domain", None) or None
-        prompts.append(PromptRecord(record.prompt, category, record.source, record.origin))
+        source = getattr(record, "source", "") or report.source  # RM-Bench items name no source of their own
+        prompts.append(PromptRecord(record.prompt, category, source, record.origin))
         if spec.limit is not None and len(prompts) >= spec.limit:
             break
     if spec.sample is not None:

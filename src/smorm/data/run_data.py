@@ -7,14 +7,16 @@ Training (:func:`smorm.train.prepare.load_training_data`) and the Theorem 1 chec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from smorm.data.lists import PROMPT_KEY_RULE, prompt_key
-from smorm.data.loading import load_pairs, load_ratings
+from smorm.data.lists import PROMPT_KEY_RULE, normalise_text, prompt_key
+from smorm.data.loading import load_pairs, load_prompt_records, load_ratings
 from smorm.data.spec import DataSpec
 from smorm.types import PreferencePair, RatedResponse
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,11 +34,71 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 RATINGS_FILTERS = ("none", "shared_prompts")
 SHARED_PROMPTS_DROP = "prompt not in D_S (ratings_filter: shared_prompts)"
+DUPLICATE_PAIR = "duplicate of an earlier pair (data.dedup)"
+REVERSED_PAIR = "the reverse of an earlier pair (data.dedup)"
+DUPLICATE_RATED = "duplicate of an earlier rated response (data.dedup)"
+EXCLUDED_PROMPT = "prompt of an excluded file (data.exclude_prompts_of)"
+
+
+def excluded_prompts(specs: Sequence[DataSpec]) -> set[str]:
+    """The prompt keys (:func:`~smorm.data.lists.prompt_key`) of every record of ``specs``, e.g. the
+    dev benchmarks, whose prompts must not be trained on."""
+    keys: set[str] = set()
+    for spec in specs:
+        records, _ = load_prompt_records(spec)
+        keys.update(prompt_key(record.prompt) for record in records)
+    return keys
+
+
+class _Dedup:
+    """First-seen wins across every source, in config order; what a later source repeats is counted there.
+
+    A pair is the same pair when its prompt key and both normalised responses are equal; a pair that
+    swaps an earlier pair's responses contradicts it and is dropped too. Links of a ranked list kept
+    whole (``list_link``) are not deduplicated: dropping one would break its list. A rated response is
+    the same when its prompt key and normalised response are equal (the first one's ratings are kept).
+    """
+
+    def __init__(self) -> None:
+        self.pairs: set[tuple[str, str, str]] = set()
+        self.rated: set[tuple[str, str]] = set()
+
+    def pair_reason(self, pair: PreferencePair) -> str | None:
+        if pair.list_link is not None:
+            return None
+        prompt, chosen, rejected = prompt_key(pair.prompt), normalise_text(pair.chosen), normalise_text(pair.rejected)
+        if (prompt, chosen, rejected) in self.pairs:
+            return DUPLICATE_PAIR
+        if (prompt, rejected, chosen) in self.pairs:
+            return REVERSED_PAIR
+        self.pairs.add((prompt, chosen, rejected))
+        return None
+
+    def rated_reason(self, record: RatedResponse) -> str | None:
+        key = (prompt_key(record.prompt), normalise_text(record.response))
+        if key in self.rated:
+            return DUPLICATE_RATED
+        self.rated.add(key)
+        return None
+
+
+def _drop(records: list[T], report: Any, reason_of: Callable[[T], str | None]) -> list[T]:
+    """``records`` without those ``reason_of`` names a reason for; each reason counted in ``report.skipped``."""
+    kept: list[T] = []
+    for record in records:
+        reason = reason_of(record)
+        if reason is None:
+            kept.append(record)
+        else:
+            report.skipped[reason] = report.skipped.get(reason, 0) + 1
+    report.kept = len(kept)
+    return kept
 
 
 def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_error: str = "error",
                   attributes: Sequence[str] | None = None, rating_scale: str = "unit",
-                  ratings_filter: str = "none") -> LoadedData:
+                  ratings_filter: str = "none", dedup: bool = False,
+                  exclude_prompts_of: Sequence[DataSpec] = ()) -> LoadedData:
     """Read and validate every source (no model needed).
 
     Args:
@@ -50,6 +112,9 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
             of a pair of D_S (000 Sec. 3: "we filter D_M to retain only samples that also appear in
             D_S"), prompts compared by :func:`~smorm.data.lists.prompt_key`; each ratings report counts
             the dropped ones, and a ``ratings_filter`` report gives the totals.
+        dedup: drop exact repeats across all sources (see :class:`_Dedup`), counted in each source's report.
+        exclude_prompts_of: files (e.g. the dev benchmarks) whose prompts are dropped from D_S and D_M,
+            compared by :func:`~smorm.data.lists.prompt_key`; counted in each source's report.
     """
     if ratings_filter not in RATINGS_FILTERS:
         raise ValueError(f"data.ratings_filter must be one of {RATINGS_FILTERS}, got {ratings_filter!r}")
@@ -57,14 +122,31 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
     rated: list[RatedResponse] = []
     reports: list[dict[str, Any]] = []
     scales: dict[str, dict[str, list[float]]] = {}
+    excluded = excluded_prompts(exclude_prompts_of)
+    seen = _Dedup()
+
+    def pair_reason(pair: PreferencePair) -> str | None:
+        if excluded and prompt_key(pair.prompt) in excluded:
+            return EXCLUDED_PROMPT
+        return seen.pair_reason(pair) if dedup else None
+
+    def rated_reason(record: RatedResponse) -> str | None:
+        if excluded and prompt_key(record.prompt) in excluded:
+            return EXCLUDED_PROMPT
+        return seen.rated_reason(record) if dedup else None
+
     for spec in pairs:
         records, report = load_pairs(spec, on_error=on_error)
+        if excluded or dedup:
+            records = _drop(records, report, pair_reason)  # a list's links share its prompt: it goes whole
         pair_records.extend(records)
         reports.append({"kind": "pairs", **_report_dict(report)})
     shared = {prompt_key(pair.prompt) for pair in pair_records} if ratings_filter == "shared_prompts" else None
     kept_total = dropped_total = 0
     for spec in ratings:
         rated_records, report = load_ratings(spec, on_error=on_error, rating_scale=rating_scale)
+        if excluded or dedup:
+            rated_records = _drop(rated_records, report, rated_reason)
         if shared is not None:
             kept = [record for record in rated_records if prompt_key(record.prompt) in shared]
             dropped = len(rated_records) - len(kept)
@@ -79,6 +161,9 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
         scales[report_dict.get("source", spec.path)] = {
             k: [float(v[0]), float(v[1])] for k, v in (report_dict.get("scales") or {}).items()
         }
+    if excluded:
+        reports.append({"kind": "note", "notes": [f"data.exclude_prompts_of: {len(excluded)} prompts of "
+                        f"{', '.join(spec.path for spec in exclude_prompts_of)} are not trained on"]})
     if shared is not None:
         reports.append({"kind": "ratings_filter", "source": "data.ratings_filter", "path": ratings_filter,
                         "kept": kept_total, "skipped": {SHARED_PROMPTS_DROP: dropped_total} if dropped_total else {},

@@ -233,8 +233,6 @@ def seeded_sample(records: list[Any], size: int, seed: int) -> list[Any]:
 
 def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed: int = 0) -> TheoryData:
     """Read and validate the run's D_S and D_M and take a seeded sample of each (no model needed)."""
-    from smorm.data.run_data import load_run_data  # torch: smorm.eval imports without it
-
     if sample < 2:
         raise ValueError(f"the Theorem 1 sample needs at least 2 records of each set, got {sample}")
     config = read_run_config(run, needed_for="the Theorem 1 check reads the run's training config to find D_S and D_M")
@@ -242,10 +240,7 @@ def load_theory_data(run: str | Path, sample: int = DEFAULT_THEORY_SAMPLE, seed:
     if not config.data.pairs or not config.data.ratings:
         missing = "D_S (data.pairs)" if not config.data.pairs else "D_M (data.ratings)"
         raise ValueError(f"{path}: the run has no {missing}; Theorem 1 couples a pairwise set and a rated set")
-    loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
-                           on_error=config.data.on_error, attributes=config.data.attributes,
-                           rating_scale=config.data.rating_scale,
-                           ratings_filter=config.data.ratings_filter)
+    loaded = config.data.load()
     complete = [r for r in loaded.ratings if all(name in r.ratings for name in loaded.attributes)]
     if len(loaded.pairs) < 2 or len(complete) < 2:
         raise ValueError(f"{path}: Theorem 1 needs at least 2 pairs and 2 rated responses with every attribute "

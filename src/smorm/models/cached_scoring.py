@@ -21,7 +21,7 @@ from smorm.models.devices import autocast, module_device, move_to
 from smorm.models.feature_cache import FeatureStore, part_key
 from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.reward_model import RewardModel
-from smorm.models.scoring import as_host_float, concat_outputs, in_input_order
+from smorm.models.scoring import length_sorted_batches
 from smorm.models.trunk import apply_trunk_mode, cached_part
 from smorm.types import RewardOutput
 
@@ -101,11 +101,13 @@ class CachedTrunkScorer:
                               self.store_root)
         features = store.build(list(sequences), compute, batch_size, description="lower layers",
                                show_progress=show_progress, lazy=True)
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        parts: list[RewardOutput] = []
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+
+        def score_rows(rows: list[int]) -> RewardOutput:
             hidden, mask = pad_hidden([features[i] for i in rows])
             with autocast(device, autocast_bf16):
-                parts.append(as_host_float(self.model(hidden_states=hidden.to(device), attention_mask=mask.to(device))))
-        return in_input_order([(order, concat_outputs(parts))])
+                return self.model(hidden_states=hidden.to(device), attention_mask=mask.to(device))
+
+        output = length_sorted_batches([len(s) for s in sequences], batch_size, score_rows)
+        if output is None:
+            return RewardOutput(single=None, attributes=None, pooled=torch.empty(0, self.model.hidden_size))
+        return output

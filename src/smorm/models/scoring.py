@@ -91,12 +91,22 @@ def padded_batches(sequences: Sequence[list[int]], batch_size: int, pad_id: int,
     """
     from smorm.data.collate import collate_sequences
 
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    parts: list[RewardOutput] = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = collate_sequences([sequences[i] for i in rows], pad_id, padding_side="right")
-        parts.append(as_host_float(forward(batch, rows)))
+    def score_rows(rows: list[int]) -> RewardOutput:
+        return forward(collate_sequences([sequences[i] for i in rows], pad_id, padding_side="right"), rows)
+
+    return length_sorted_batches([len(s) for s in sequences], batch_size, score_rows)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int,
+                          score_rows: Callable[[list[int]], RewardOutput]) -> RewardOutput | None:
+    """Rows longest first in batches of ``batch_size``; ``score_rows(rows)`` scores the input rows ``rows``
+    (building its own padded batch), and the float32 host outputs come back in input order.
+
+    The loop under :func:`padded_batches` and under scoring from cached lower-layer states
+    (:class:`~smorm.models.cached_scoring.CachedTrunkScorer`); None when there is nothing to score.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    parts = [as_host_float(score_rows(order[start : start + batch_size])) for start in range(0, len(order), batch_size)]
     return in_input_order([(order, concat_outputs(parts))]) if parts else None
 
 

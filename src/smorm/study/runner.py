@@ -92,9 +92,10 @@ def plan_runs(study: StudyConfig, base_dir: Path, where: str = "study") -> list[
     methods = {m.name: m for m in study.methods}
     runs: list[PlannedRun] = []
     by_config: dict[str, PlannedRun] = {}
+    seeds_of = {m.name: m.seeds if m.seeds is not None else study.seeds for m in study.methods}
     for seed in study.seeds:
         for method in study.methods:
-            if method.baseline_sm is not None:
+            if method.baseline_sm is not None or seed not in seeds_of[method.name]:
                 continue
             config = _run_config(study, base_dir, method.config, seed, root / f"{slug(method.name)}-s{seed}",
                                  f"{where}: methods.{method.name}")
@@ -102,7 +103,7 @@ def plan_runs(study: StudyConfig, base_dir: Path, where: str = "study") -> list[
             by_config[_config_identity(config)] = run
             runs.append(run)
         for method in study.methods:
-            if method.baseline_sm is not None:
+            if method.baseline_sm is not None and all(seed in seeds_of[m] for m in method.baseline_sm):
                 runs.append(PlannedRun(method.name, seed, method.modes or ["M"], members=list(method.baseline_sm)))
     if study.sweep is None:
         return runs
@@ -297,6 +298,14 @@ def _groups(results: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     return groups
 
 
+def _row_name(key: str, row: dict[str, Any], study: StudyConfig) -> str:
+    """``key``, with its seed count where a method ran fewer seeds than the study (a screened candidate)."""
+    seeds = next((cell.get("seeds") for cell in row.values() if isinstance(cell, dict)), None)
+    if key in ("longer wins", "shorter wins") or seeds is None or seeds == len(study.seeds):
+        return key
+    return f"{key} ({seeds} seed{'s' if seeds > 1 else ''})"
+
+
 def markdown(study: StudyConfig, results: dict[str, Any], command: str, seconds: float) -> str:
     from smorm.eval.report import markdown_table
 
@@ -311,7 +320,8 @@ def markdown(study: StudyConfig, results: dict[str, Any], command: str, seconds:
     main = [key for key in results["table"] if "@w=" not in key]
     for label, columns in _groups(results).items():
         header = ["method / mode", *[f"{name} (n={results['items'][key]})" for key, name in columns]]
-        lines += [f"## {label}", "", markdown_table(header, [[key, *[_cell(results["table"][key][c]) for c, _ in columns]]
+        lines += [f"## {label}", "", markdown_table(header, [[_row_name(key, results["table"][key], study),
+                                                               *[_cell(results["table"][key][c]) for c, _ in columns]]
                                                               for key in main]), ""]
         if results["differences"]:
             lines += ["Paired differences (points; * where the 95% interval excludes 0):", "",

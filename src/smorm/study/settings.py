@@ -28,6 +28,8 @@ class StudyMethod(Strict):
     baseline_sm: list[str] | None = Field(None, min_length=2, max_length=2, description="[SORM, MORM]: a "
                                           "Baseline SM of these two trained methods, same seed (000 Sec. 3); "
                                           "trains nothing")
+    seeds: list[int] | None = Field(None, min_length=1, description="the seeds this method runs, a subset of the "
+                                    "study's (default: all of them); e.g. one seed to screen candidates")
 
 
 class Comparison(Strict):
@@ -86,11 +88,25 @@ class StudyConfig(Strict):
                                  f"methods of this study ({sorted(trained)})")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must differ, got {self.seeds}")
+        for method in self.methods:
+            if method.seeds is not None and not set(method.seeds) <= set(self.seeds):
+                raise ValueError(f"methods.{method.name}.seeds: {method.seeds} must be seeds of the study ({self.seeds})")
+            if method.baseline_sm is not None and method.seeds is not None:
+                raise ValueError(f"methods.{method.name}: a Baseline SM runs on its members' seeds; remove seeds")
+        seeds_of = {m.name: set(m.seeds if m.seeds is not None else self.seeds) for m in self.methods}
+        for method in self.methods:
+            if method.baseline_sm is not None:
+                seeds_of[method.name] = set.intersection(*(seeds_of[name] for name in method.baseline_sm
+                                                           if name in seeds_of))
         for comparison in self.comparisons:
             for side in (comparison.a, comparison.b):
                 method, _, mode = side.rpartition("/")
                 if method not in names or mode not in ("F", "L", "M", "G"):
                     raise ValueError(f"comparisons: {side!r} is not METHOD/MODE with a method of this study")
+            a, b = (seeds_of[side.rpartition("/")[0]] for side in (comparison.a, comparison.b))
+            if a != b:
+                raise ValueError(f"comparisons: {comparison.a} and {comparison.b} run on different seeds "
+                                 f"({sorted(a)} vs {sorted(b)}); a paired difference needs the same ones")
         if self.sweep is not None and self.sweep.method not in trained:
             raise ValueError(f"sweep.method {self.sweep.method!r} is not a trained method of this study")
         return self

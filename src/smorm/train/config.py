@@ -58,7 +58,7 @@ def resolve_path(path: str, base: Path) -> str:
 def resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Relative data, benchmark and ``./`` backbone paths of a raw run config, made absolute against ``base``."""
     data = raw.get("data") or {}
-    for key in ("pairs", "ratings"):
+    for key in ("pairs", "ratings", "exclude_prompts_of"):
         for source in data.get(key) or []:
             if isinstance(source, dict) and isinstance(source.get("path"), str):
                 source["path"] = resolve_path(source["path"], base)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smorm.data.errors import DataError
-from smorm.data.run_data import LoadedData, load_run_data
+from smorm.data.run_data import LoadedData
 from smorm.run_config import RunConfig
 from smorm.types import ListLink
 
@@ -55,10 +55,7 @@ def load_training_data(config: RunConfig) -> LoadedData:
         DataError: a bad record (under ``on_error: error``), or a loss left with no data to read
             once bad records are skipped (see :func:`require_data_for_losses`).
     """
-    loaded = load_run_data([s.to_spec() for s in config.data.pairs], [s.to_spec() for s in config.data.ratings],
-                           on_error=config.data.on_error, attributes=config.data.attributes,
-                           rating_scale=config.data.rating_scale,
-                           ratings_filter=config.data.ratings_filter)
+    loaded = config.data.load()
     require_data_for_losses(config, loaded)
     return loaded
 
