@@ -21,6 +21,19 @@ def test_lower_then_upper_equals_full_forward(tiny_llama_dir, top_k):
     assert torch.allclose(full.attributes, split.attributes, atol=1e-5)
 
 
+def test_top_k_on_an_encoder_equals_the_full_forward_with_padding():
+    # MiniLM (BERT): the slice builds the layers' attention mask the way BertModel.forward does, so a
+    # padded row's states match its unpadded forward (transformers 5 removed get_extended_attention_mask)
+    model = make_model("minilm-l6")
+    ids, mask = pad([[101, 2054, 2003, 1037, 3899, 102], [101, 7592, 102]], model.tokenizer.pad_token_id, "right")
+    full = model(input_ids=ids, attention_mask=mask)
+    lower = apply_trunk_mode(model, "top_k", top_k=2)
+    split = model(hidden_states=lower(ids, mask), attention_mask=mask)
+    assert torch.allclose(full.single, split.single, atol=1e-5)
+    alone = model(hidden_states=lower(ids[1:, :3], mask[1:, :3]), attention_mask=mask[1:, :3])
+    assert torch.allclose(split.single[1], alone.single[0], atol=1e-5)  # the padding is masked out
+
+
 def test_top_k_trains_only_top_layers_norm_and_heads(tiny_llama_dir):
     model = make_model(tiny_llama_dir)
     apply_trunk_mode(model, "top_k", top_k=1)

@@ -98,7 +98,11 @@ class _BertSlice(nn.Module):
                 input_ids=input_ids, position_ids=position_ids_from_mask(attention_mask)
             )
         assert hidden_states is not None
-        extended = base.get_extended_attention_mask(attention_mask, attention_mask.shape)
+        from transformers.masking_utils import create_bidirectional_mask
+
+        # the mask BertModel.forward builds for its layers (additive or boolean per attention backend)
+        extended = create_bidirectional_mask(config=base.config, inputs_embeds=hidden_states,
+                                             attention_mask=attention_mask)
         for layer in list(base.encoder.layer)[self.start : self.stop]:
             output = layer(hidden_states, attention_mask=extended)
             hidden_states = output[0] if isinstance(output, tuple) else output
