@@ -177,12 +177,13 @@ def test_outputs_are_read_back_and_a_run_config_using_them_validates(gold, data,
     assert "helpfulness, verbosity" in outcome.output
 
 
-def test_a_rerun_and_another_noise_reuse_the_scores(gold, data, tmp_path, monkeypatch):
+def test_a_rerun_and_another_noise_reuse_the_scores(gold, data, tmp_path, monkeypatch, tiny_llama_dir):
     out = tmp_path / "out.jsonl"
     first = relabel(settings(gold, data, out))
     assert first.scored == 24
     scores = sidecar(out, ".scores.safetensors")
     stamp = scores.stat().st_mtime_ns
+    real = relabel_module.score_sequences
 
     def refuse(*args, **kwargs):
         raise AssertionError("scored again")
@@ -193,6 +194,9 @@ def test_a_rerun_and_another_noise_reuse_the_scores(gold, data, tmp_path, monkey
     assert again.scored == noisy.scored == 0 and scores.stat().st_mtime_ns == stamp
     assert again.counts == first.counts and noisy.counts["flipped"] == round(0.25 * noisy.counts["kept"])
     assert json.loads(noisy.provenance.read_text())["mode"] == "M"
+    monkeypatch.setattr(relabel_module, "score_sequences", real)
+    other_gold = save_reward_model(tmp_path / "other-gold", tiny_llama_dir, seed=8)  # another gold: scored anew
+    assert relabel(settings(other_gold, data, out)).scored == 24 and scores.stat().st_mtime_ns != stamp
 
 
 def test_an_interrupted_pass_resumes_at_the_first_missing_chunk(gold, data, tmp_path, monkeypatch):
@@ -232,6 +236,20 @@ def test_a_gated_gold_labels_in_mode_g(tiny_llama_dir, data, tmp_path):
     np.testing.assert_allclose([row["margin"] for row in rows], chosen - rejected, atol=1e-5)
     provenance = json.loads(result.provenance.read_text())
     assert provenance["mode"] == "G" and provenance["gold_kind"] == "smorm-gated"
+
+
+def test_a_hugging_face_classifier_gold_labels_with_its_logit(tiny_tokenizer, tmp_path):
+    from tests.rlhf.rlhf_helpers import direct_hf_rewards, save_hf_classifier
+
+    classifier = save_hf_classifier(tmp_path / "classifier", tiny_tokenizer, seed=7)
+    short = PAIRS[:-1]  # within the classifier's budget: the direct forward below does not truncate
+    (tmp_path / "in").mkdir()
+    result = relabel(settings(classifier, write_pairs(tmp_path / "in" / "pairs.jsonl", short), tmp_path / "o.jsonl"))
+    rows = read_rows(result.out)
+    chosen = direct_hf_rewards(classifier, [row["prompt"] for row in rows], [row["chosen"] for row in rows])
+    rejected = direct_hf_rewards(classifier, [row["prompt"] for row in rows], [row["rejected"] for row in rows])
+    np.testing.assert_allclose([row["margin"] for row in rows], chosen - rejected, atol=1e-5)
+    assert len(rows) == len(short) and json.loads(result.provenance.read_text())["gold_kind"] == "hf-classifier"
 
 
 def test_the_command_writes_labels_end_to_end(gold, data, tmp_path):
