@@ -15,14 +15,14 @@ from smorm.cli import app
 from smorm.cli_options import leaves_of, settings_command
 from smorm.eval.settings import EvalSettings
 from smorm.gating.settings import GateSettings
-from smorm.rlhf.settings import BoNSettings, RLSettings
+from smorm.rlhf.settings import BoNSettings, RelabelSettings, RLSettings
 from smorm.serve.settings import ServeCommand
 from smorm.settings import Strict, apply_overrides, parse_value, set_dotted
 from smorm.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {"eval": (EvalSettings, ("run",)), "gate": (GateSettings, ("run",)), "serve": (ServeCommand, ("run",)),
-            "bon": (BoNSettings, ()), "rl": (RLSettings, ())}
+            "bon": (BoNSettings, ()), "rl": (RLSettings, ()), "relabel": (RelabelSettings, ("gold",))}
 # Options that are not settings: the glue's own (--config), the progress switch, click's --help.
 GLUE = {"--config", "--quiet", "--no-quiet", "--help"}
 

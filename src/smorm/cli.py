@@ -1,4 +1,4 @@
-"""Command line: ``smorm train | score | validate | eval | ls | demo``; ``--help`` everywhere."""
+"""Command line: ``smorm train | score | validate | eval | relabel | ls | demo`` …; ``--help`` everywhere."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from smorm.eval.settings import EvalSettings
 from smorm.gating.settings import GateSettings
 from smorm.io import atomic_write_text
 from smorm.rlhf import cli as rlhf_cli
-from smorm.rlhf.settings import BoNSettings, RLSettings
+from smorm.rlhf.settings import BoNSettings, RelabelSettings, RLSettings
 from smorm.run_config import find_run_config, read_run_config
 from smorm.serve.settings import ServeCommand
 from smorm.settings import DEVICE_HELP, describe_fields
@@ -347,6 +347,7 @@ def export(
 # The reward-hacking lab (Best-of-N and RL against a gold); its module imports only typed settings.
 settings_command(app, "bon", BoNSettings, rlhf_cli.bon)
 settings_command(app, "rl", RLSettings, rlhf_cli.rl)
+settings_command(app, "relabel", RelabelSettings, rlhf_cli.relabel, arguments=("gold",), extra=(QUIET,))
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from tests.train.helpers import tiny_config, write_config
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["train", "score", "validate", "eval", "ls", "demo"])
+@pytest.mark.parametrize("command", ["train", "score", "validate", "eval", "relabel", "ls", "demo"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0, result.output

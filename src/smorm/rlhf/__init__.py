@@ -6,6 +6,7 @@
 - :mod:`smorm.rlhf.bon`: the unbiased order-statistics Best-of-N estimator and KL_BoN.
 - :mod:`smorm.rlhf.lab`: ``smorm bon`` end to end; :mod:`smorm.rlhf.rl`: ``smorm rl`` (RLOO via TRL).
 - :mod:`smorm.rlhf.plots`: CSV tables and PNG figures; :mod:`smorm.rlhf.settings`: typed options.
+- :mod:`smorm.rlhf.relabel`: ``smorm relabel``, gold labels (pairs, margins, noise, ratings) for a data set.
 
 Nothing is imported here, so ``import smorm.rlhf`` is free.
 """

@@ -108,3 +108,36 @@ class RLSettings(Strict):
     max_prompt_chars: int | None = Field(1500, ge=1, description="skip longer in-distribution prompts")
     threads: int | None = Field(None, ge=1, description=THREADS)
     device: str = Field("auto", description=DEVICE_HELP + " (proxy and gold; TRL places the policy)")
+
+
+class RelabelSettings(Strict):
+    """Everything ``smorm relabel`` does is a function of these (recorded in ``OUT``'s provenance file).
+
+    Gold labels for a proxy's training data, as GRM's RLHF data generation writes them
+    (YangRui2015/Generalizable-Reward-Model, ``rlhf/data_generation/obtain_gold_score.py``), after
+    Gao et al. 2023 and Coste et al. 2024 (label noise 0 or 25%).
+    """
+
+    gold: str = Field(description="PATH of the gold reward model: a smorm run / model folder (a gated one from "
+                      "smorm gate too), an ensemble / Baseline SM folder, or a Hugging Face sequence classifier "
+                      "folder or hub id")
+    data: str = Field(description="the pairs to relabel: a file, a folder or hf:owner/name[:split] in any pairs "
+                      "format smorm reads")
+    format: str = Field("auto", description="data adapter of --data (see `smorm ls`), or auto")
+    out: Path = Field(description="the relabelled pairs, a JSONL file in the generic pairs format (prompt, chosen, "
+                      "rejected, margin, source); OUT's provenance (.provenance.json) and gold scores "
+                      "(.scores.safetensors) are written beside it")
+    noise: float = Field(0.0, ge=0, lt=1, description="fraction of the kept pairs whose label is flipped, in [0, "
+                         "1): round(noise * kept) pairs chosen by a seeded permutation (Coste et al. 2024: 0 or "
+                         "0.25)")
+    seed: int = Field(0, description="seed of the noise permutation")
+    tie_threshold: float = Field(0.0, ge=0, description="pairs whose gold reward difference |delta| is at most "
+                                 "this are dropped as ties (0: only exact ties)")
+    ratings: Path | None = Field(None, description="also write the gold's attribute predictions (its multi head) "
+                                 "for every distinct response, a JSONL file in the generic ratings format (D_M)")
+    mode: Literal["F", "L", "M", "G"] | None = Field(None, description="the gold's inference mode whose reward "
+                                                     "labels the pairs (default: the gold's own; F for SMORM)")
+    device: str = Field("auto", description=DEVICE_HELP)
+    batch_size: int = Field(16, ge=1, description="sequences per forward pass of the gold")
+    max_length: int | None = Field(None, ge=8, description="tokens per prompt + response (default: the gold's "
+                                   "own max_length)")
