@@ -54,7 +54,8 @@ def test_weights_per_trunk_mode_match_the_config(tiny_llama_dir, trunk):
     if trunk == "full":
         assert weights.trunk.runs == 2 * 9216 and heads == 32 + 96
     else:  # the caching pass: the layers below the top k (top_k), the whole backbone (frozen)
-        assert caching_weights(model, trunk, top_k=1) == {"top_k": (layers - 1) * layer, "frozen": layers * layer}[trunk]
+        lower = {"top_k": (layers - 1) * layer, "frozen": layers * layer}[trunk]
+        assert caching_weights(model, trunk, top_k=1) == lower
 
 
 def test_lora_runs_the_frozen_weights_and_trains_the_adapters(tiny_llama_dir):

@@ -97,7 +97,7 @@ def _layers(model: RewardModel, start: int, stop: int) -> nn.Module:
 
 
 def training_weights(model: RewardModel, trunk: str, top_k: int = 2, lm_head: bool = False) -> StepWeights:
-    """The matmul weights a training step of ``trunk`` mode runs (after :func:`~smorm.models.trunk.apply_trunk_mode`).
+    """The matmul weights a training step of ``trunk`` mode runs (after ``apply_trunk_mode`` set what trains).
 
     ``full``/``lora``: every layer (under LoRA its frozen base weights and the adapters; only the
     adapters train); ``top_k``: the top ``k`` layers; ``frozen``: none. The heads always run and
@@ -122,7 +122,7 @@ def training_weights(model: RewardModel, trunk: str, top_k: int = 2, lm_head: bo
 
 
 def caching_weights(model: RewardModel, trunk: str, top_k: int = 2) -> int:
-    """Matmul weights per token of the caching pass: the lower ``L - k`` layers (``top_k``), every layer (``frozen``)."""
+    """Matmul weights per token of the caching pass: the lower ``L - k`` layers (``top_k``), all (``frozen``)."""
     total = num_layers(model)
     if trunk == "top_k":
         return matmul_parameters(_layers(model, 0, total - top_k))
@@ -153,7 +153,7 @@ def model_flops(tokens: int, parameters: int, kind: str, trained: int | None = N
 
 
 def step_flops(weights: StepWeights, tokens: int, rows: int, lm_tokens: int = 0) -> int:
-    """Training FLOPs of steps that ran ``tokens`` real tokens, ``rows`` pooled rows and ``lm_tokens`` LM-head tokens."""
+    """Training FLOPs of steps that ran ``tokens`` real tokens, ``rows`` pooled rows, ``lm_tokens`` LM-head tokens."""
     return (model_flops(tokens, weights.trunk.runs, TRAINING, weights.trunk.trains)
             + model_flops(rows, weights.heads.runs, TRAINING, weights.heads.trains)
             + model_flops(lm_tokens, weights.lm_head.runs, TRAINING, weights.lm_head.trains))
