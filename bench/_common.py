@@ -179,3 +179,39 @@ def padding_fraction(batches: list[list[int]]) -> tuple[int, int]:
     real = sum(sum(b) for b in batches)
     slots = sum(max(b) * len(b) for b in batches)
     return real, slots
+
+
+# ---------------------------------------------------------------- MFU (smorm.models.flops)
+
+
+def matmul_peak(bf16: bool, threads: int, device: Any = None) -> dict[str, Any]:
+    """This machine's matmul peak in the bench's dtype, with ``threads`` torch threads (the workers' count).
+
+    Measured once per machine, dtype and thread count and cached (``$SMORM_CACHE/matmul_peak.json``;
+    ``$SMORM_PEAK_FLOPS`` overrides it), by the function ``smorm train`` uses for its summary. ``device``:
+    default the one the smorm trainer runs on (the accelerator if there is one).
+    """
+    import torch
+
+    from smorm.models.devices import accelerator_device, host_device
+    from smorm.models.flops import matmul_peak as measured
+
+    torch.set_num_threads(threads)
+    where = torch.device(device) if device is not None else (accelerator_device() or host_device())
+    peak = measured(torch.bfloat16 if bf16 else torch.float32, where)
+    print(f"matmul peak: {peak.flops_per_s / 1e9:.1f} GFLOP/s ({peak.dtype}, {peak.device}, {threads} thread(s), "
+          f"{peak.source})")
+    return peak.as_dict()
+
+
+def add_mfu(result: dict[str, Any], peak: dict[str, Any], flops_key: str = "model_flops",
+            seconds_key: str = "seconds", mfu_key: str = "mfu") -> dict[str, Any]:
+    """``result[mfu_key] = result[flops_key] / result[seconds_key] / peak`` (model FLOPs of the real tokens)."""
+    from smorm.models.flops import mfu
+
+    result[mfu_key] = mfu(result[flops_key], result[seconds_key], peak["flops_per_s"])
+    return result
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"

@@ -18,6 +18,11 @@ few share a prompt), ``hh`` (whole HH pairs, cut at one prompt start: chosen and
 their prompt) or ``rm-bench`` (whole RM-Bench items: one prompt with six responses, encoded as
 ``smorm eval`` encodes them).
 
+MFU: forward model FLOPs, ``2 N`` per token processed (``N`` the backbone layers' matmul weights; the
+heads, one small matmul per sequence, and attention scores left out; :mod:`smorm.models.flops`),
+over the timed seconds, against the matmul peak this machine measured once in the scoring dtype
+(``$SMORM_PEAK_FLOPS`` overrides it). Baseline SM processes every token twice, so its FLOPs double.
+
     python bench/scoring.py                                  # tiny random Llama
     python bench/scoring.py --backbone smollm2-135m-instruct --sequences 64
     python bench/scoring.py --data rm-bench                  # one prompt, six responses
@@ -66,6 +71,15 @@ def write_models(ref: str, folder: Path, max_length: int) -> dict[str, str]:
     paths["baseline_sm"] = str(folder / "baseline-sm")
     paths["backbone"] = backbone.local_path if hasattr(backbone, "local_path") else ref
     return paths
+
+
+def trunk_weights(ref: str) -> int:
+    """Matmul weights per token of the backbone's layers (the forward's ``N``)."""
+    from smorm.models.backbone import load_backbone
+    from smorm.models.flops import layer_weights
+
+    model = load_backbone(ref).model
+    return layer_weights(getattr(model, "base_model", model))
 
 
 RM_BENCH = common.SHARED_DATA / "eval/rm-bench"
@@ -229,6 +243,10 @@ def main() -> None:
     sequences_file = work / "sequences.json"
     sequences_file.write_text(json.dumps({"sequences": sequences, "response_starts": starts}))
     scorers = ["smorm", "smorm_packed", "baseline_sm", "bare"]
+    from smorm.models.flops import FORWARD, model_flops
+
+    weights = trunk_weights(ref)
+    peak = common.matmul_peak(args.bf16, args.threads, "cpu")  # every scorer runs on the host
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in scorers}
     for rep in range(args.reps):
         for scorer in scorers:
@@ -236,10 +254,14 @@ def main() -> None:
                                                 str(sequences_file), "--batch", str(args.batch), "--threads",
                                                 str(args.threads), *(["--bf16"] if args.bf16 else [])])
             result["rep"] = rep
+            result["model_flops"] = model_flops(result["tokens_processed"], weights, FORWARD)
+            common.add_mfu(result, peak)
             runs[scorer].append(result)
             print(f"rep {rep} {scorer:12s} {result['sequences_per_s']:.2f} seq/s {result['tokens_per_s']:.0f} tok/s "
+                  f"MFU {common.percent(result['mfu'])} "
                   f"tokens processed {result['tokens_processed']} peak RSS {result['peak_rss_mb']:.0f} MB load {result['load_average'][0]}")
-    keys = ["sequences_per_s", "tokens_per_s", "seconds", "peak_rss_mb", "sequences_per_cpu_s", "tokens_processed"]
+    keys = ["sequences_per_s", "tokens_per_s", "seconds", "peak_rss_mb", "sequences_per_cpu_s", "tokens_processed",
+            "mfu"]
     summary = {s: common.summarise(r, keys) for s, r in runs.items()}
     med = {s: summary[s]["median_sequences_per_s"] for s in scorers}
     ratios = {
@@ -260,11 +282,13 @@ def main() -> None:
     }
     for s in scorers:
         print(f"median {s:12s} {med[s]:.2f} seq/s (range {summary[s]['range_sequences_per_s']}), "
+              f"MFU {common.percent(summary[s].get('median_mfu'))}, "
               f"tokens processed {summary[s]['median_tokens_processed']:.0f}, peak RSS {summary[s]['median_peak_rss_mb']:.0f} MB")
     for key, value in ratios.items():
         print(f"{key}: {value}")
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "scorer", "paths", "sequences_file")}
-    common.finish(info, {"settings": settings, "variants": summary, "ratios": ratios})
+    common.finish(info, {"settings": settings, "variants": summary, "ratios": ratios, "matmul_peak": peak,
+                         "trunk_weights": weights})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ in how batches are formed (TRL: random order, padded to the longest of 2B rows; 
 length-grouped; smorm ``--shared-prompt``: prompt encoded once per pair) and in per-step overhead.
 
 Timing is the wall time from the start of the training loop to the end of the last optimizer
-step (model loading, tokenisation and saving excluded). Every measurement runs in its own
+step (model loading, tokenisation and saving excluded). MFU is the model FLOPs of the real tokens
+each toolkit computed (6 N per token, :mod:`smorm.models.flops`; smorm's count is its trainer's, the
+shared prompt counted once) over that time, against the matmul peak this machine measured once in
+the run's dtype (``$SMORM_PEAK_FLOPS`` overrides it). Every measurement runs in its own
 process, so its peak RSS is its own. Repetitions interleave the toolkits so machine noise hits
 both alike.
 
@@ -176,9 +179,10 @@ def worker_smorm(args: argparse.Namespace, pairs: dict[str, Any], subset: list[i
         trainer.optimizer.step = timed_step
         torch.manual_seed(args.seed)
         start, cpu_start = time.perf_counter(), time.process_time()
-        trainer.train()
+        done = trainer.train()
     return {"seconds": ends[-1] - start, "cpu_seconds": cpu_end[-1] - cpu_start, "step_seconds": [round(b - a, 3) for a, b in zip([start, *ends], ends)],
-            "steps": len(ends), "computed_tokens": real, "computed_slots": slots, "packed_path": packed_path}
+            "steps": len(ends), "computed_tokens": real, "computed_slots": slots, "packed_path": packed_path,
+            "model_flops": done.summary["compute"]["train"]["model_flops"]}
 
 
 def install_packed_forward(model: Any) -> str:
@@ -213,6 +217,7 @@ def worker_trl(args: argparse.Namespace, pairs: dict[str, Any], subset: list[int
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     from smorm.models.backbone import ensure_pad_token, resolve_backbone
+    from smorm.models.flops import TRAINING, layer_weights, matmul_parameters, model_flops
 
     folder = resolve_backbone(args.backbone_ref)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -221,13 +226,14 @@ def worker_trl(args: argparse.Namespace, pairs: dict[str, Any], subset: list[int
     model.config.pad_token_id = tokenizer.pad_token_id
     dataset = Dataset.from_dict({"chosen_ids": [pairs["chosen"][i] for i in subset],
                                  "rejected_ids": [pairs["rejected"][i] for i in subset]})
-    counts = {"real": 0, "slots": 0}
+    counts = {"real": 0, "slots": 0, "rows": 0}
 
     class CountingCollator(DataCollatorForPreference):
         def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
             out = super().torch_call(examples)
             counts["real"] += int(out["attention_mask"].sum())
             counts["slots"] += out["attention_mask"].numel()
+            counts["rows"] += out["attention_mask"].shape[0]
             return out
 
     times: dict[str, Any] = {"ends": [], "cpu_ends": []}
@@ -253,9 +259,13 @@ def worker_trl(args: argparse.Namespace, pairs: dict[str, Any], subset: list[int
                                 callbacks=[Clock()])
         trainer.train()
     ends = times["ends"]
+    # the same convention as smorm's summary: 6 N per real token through the layers, 6 N per row for the score head
+    flops = (model_flops(counts["real"], layer_weights(model.base_model), TRAINING)
+             + model_flops(counts["rows"], matmul_parameters(model.score), TRAINING))
     return {"seconds": ends[-1] - times["start"], "cpu_seconds": times["cpu_ends"][-1] - times["cpu_start"],
             "step_seconds": [round(b - a, 3) for a, b in zip([times["start"], *ends], ends)],
-            "steps": len(ends), "computed_tokens": counts["real"], "computed_slots": counts["slots"]}
+            "steps": len(ends), "computed_tokens": counts["real"], "computed_slots": counts["slots"],
+            "model_flops": flops}
 
 
 def common_sources(name: str) -> list[dict[str, Any]]:
@@ -327,6 +337,8 @@ def main() -> None:
           f"smorm shared prompt {padding['smorm_shared_prompt']['padding_fraction']:.1%} "
           f"(packed rows hold {padding['smorm_shared_prompt']['tokens_vs_unpacked']:.1%} of the unpacked tokens; "
           f"{padding['packable_pairs']} pairs share an identical prompt after truncation)")
+    peaks = {"smorm": common.matmul_peak(args.bf16, args.threads),  # where smorm's trainer runs
+             "trl": common.matmul_peak(args.bf16, args.threads, "cpu")}  # use_cpu=True
     variants = [("smorm", False)] + ([("smorm-shared-prompt", True)] if args.shared_prompt else []) + \
                ([] if args.no_trl else [("trl", False)])
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v, _ in variants}
@@ -341,11 +353,13 @@ def main() -> None:
                 "--seed", str(args.seed), "--threads", str(args.threads), "--pairs-file", str(pairs_file),
                 "--subset", json.dumps(subset), *extra])
             result["rep"] = rep
+            common.add_mfu(result, peaks["trl" if variant == "trl" else "smorm"])
             runs[variant].append(result)
             print(f"rep {rep} {variant:20s} {result['pairs_per_s']:.3f} pairs/s  {result['tokens_per_s']:.0f} tok/s  "
+                  f"MFU {common.percent(result['mfu'])}  "
                   f"padding {result['padding_fraction']:.1%}  CPU-time {result.get('pairs_per_cpu_s', float('nan')):.3f} pairs/s  peak RSS {result['peak_rss_mb']:.0f} MB  "
                   f"load {result['load_average'][0]}")
-    keys = ["pairs_per_s", "tokens_per_s", "padding_fraction", "peak_rss_mb", "seconds", "pairs_per_cpu_s"]
+    keys = ["pairs_per_s", "tokens_per_s", "padding_fraction", "peak_rss_mb", "seconds", "pairs_per_cpu_s", "mfu"]
     summary = {v: common.summarise(r, keys) for v, r in runs.items()}
     ratios: dict[str, Any] = {}
     if "trl" in summary:
@@ -360,14 +374,15 @@ def main() -> None:
                         summary[variant]["median_pairs_per_cpu_s"] / summary["trl"]["median_pairs_per_cpu_s"], 3)
     for variant, s in summary.items():
         print(f"median {variant:20s} {s['median_pairs_per_s']:.3f} pairs/s (range {s['range_pairs_per_s']}), "
-              f"{s['median_tokens_per_s']:.0f} tok/s, padding {s['median_padding_fraction']:.1%}, "
+              f"{s['median_tokens_per_s']:.0f} tok/s, MFU {common.percent(s.get('median_mfu'))}, "
+              f"padding {s['median_padding_fraction']:.1%}, "
               f"peak RSS {s['median_peak_rss_mb']:.0f} MB")
     for key, value in ratios.items():
         print(f"{key}: {value}")
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "toolkit", "backbone_ref", "pairs_file",
                                                                   "subset")}
     common.finish(info, {"settings": settings, "backbone_path": ref, "epoch_padding": padding, "epoch_padding_by_batch": padding_by_batch,
-                         "variants": summary, "ratios": ratios})
+                         "variants": summary, "ratios": ratios, "matmul_peak": peaks})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ shared 1k mix (``--pairs`` of them, evenly from its three sources) for one epoch
 ``frozen`` first cache features of the frozen part (the lower layers' hidden states, or the final
 pooled features) once; that cost is timed separately from the epochs, which are timed from the
 start of the training loop to the end of the last optimizer step. Each measurement runs in its
-own process (peak RSS is its own); repetitions interleave the modes.
+own process (peak RSS is its own); repetitions interleave the modes. MFU: the trainer's model FLOPs
+of the real tokens (6 N per token over the layers that train, the caching pass 2 N over the layers it
+runs; :mod:`smorm.models.flops`) over the timed seconds, against the matmul peak this machine
+measured once in the run's dtype (``$SMORM_PEAK_FLOPS`` overrides it).
 
     python bench/trunk_modes.py                                   # tiny random Llama
     python bench/trunk_modes.py --backbone smollm2-135m-instruct --pairs 32 --batch 8
@@ -79,10 +82,12 @@ def worker(args: argparse.Namespace) -> None:
 
         trainer.optimizer.step = timed_step
         start, cpu_start = time.perf_counter(), time.process_time()
-        trainer.train()
+        done = trainer.train()
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     seconds = ends[-1] - start
-    common.emit({"mode": args.mode, "epoch_seconds": round(seconds / args.epochs, 3),
+    compute = done.summary["compute"]
+    common.emit({"mode": args.mode, "seconds": seconds, "model_flops": compute["train"]["model_flops"],
+                 "cache_model_flops": compute.get("caching", {}).get("model_flops", 0), "epoch_seconds": round(seconds / args.epochs, 3),
                  "epoch_cpu_seconds": round((cpu_ends[-1] - cpu_start) / args.epochs, 3), "steps": len(ends),
                  "pairs": trainer.data.num_pairs, "cache_seconds": round(cache_seconds, 3),
                  "setup_seconds": round(setup_seconds, 3), "trainable_parameters": trainable})
@@ -115,6 +120,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="smorm-bench-trunk-"))
     ref = (str(common.tiny_backbone(work, args.tiny_layers, args.tiny_hidden)) if args.backbone == "tiny"
            else args.backbone)
+    peak = common.matmul_peak(args.bf16, args.threads)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     for rep in range(args.reps):
         for mode in MODES:
@@ -124,10 +130,13 @@ def main() -> None:
                 str(args.top_k), "--seed", str(args.seed), "--threads", str(args.threads),
                 *(["--bf16"] if args.bf16 else [])])
             result["rep"] = rep
+            common.add_mfu(result, peak)
+            common.add_mfu(result, peak, "cache_model_flops", "cache_seconds", "cache_mfu")
             runs[mode].append(result)
-            print(f"rep {rep} {mode:7s} epoch {result['epoch_seconds']:.2f} s  cache {result['cache_seconds']:.2f} s  "
+            print(f"rep {rep} {mode:7s} epoch {result['epoch_seconds']:.2f} s  MFU {common.percent(result['mfu'])}  "
+                  f"cache {result['cache_seconds']:.2f} s  cache MFU {common.percent(result['cache_mfu'])}  "
                   f"peak RSS {result['peak_rss_mb']:.0f} MB  load {result['load_average'][0]}")
-    keys = ["epoch_seconds", "cache_seconds", "peak_rss_mb", "epoch_cpu_seconds"]
+    keys = ["epoch_seconds", "cache_seconds", "peak_rss_mb", "epoch_cpu_seconds", "mfu"]
     summary = {m: common.summarise(r, keys) for m, r in runs.items()}
     full = summary["full"]["median_epoch_seconds"]
     ratios = {f"full_over_{m}_epoch": round(full / summary[m]["median_epoch_seconds"], 2) for m in ("top_k", "frozen")}
@@ -138,12 +147,14 @@ def main() -> None:
         ratios[f"{m}_cache_over_full_epoch"] = round(summary[m]["median_cache_seconds"] / full, 3)
     for m in MODES:
         print(f"median {m:7s} epoch {summary[m]['median_epoch_seconds']:.2f} s (range "
-              f"{summary[m]['range_epoch_seconds']}), cache {summary[m]['median_cache_seconds']:.2f} s, "
+              f"{summary[m]['range_epoch_seconds']}), MFU {common.percent(summary[m].get('median_mfu'))}, "
+              f"cache {summary[m]['median_cache_seconds']:.2f} s, "
               f"peak RSS {summary[m]['median_peak_rss_mb']:.0f} MB")
     for key, value in ratios.items():
         print(f"{key}: {value}")
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "mode", "backbone_ref")}
-    common.finish(info, {"settings": settings, "backbone_path": ref, "variants": summary, "ratios": ratios})
+    common.finish(info, {"settings": settings, "backbone_path": ref, "variants": summary, "ratios": ratios,
+                         "matmul_peak": peak})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ def _own_feature_store(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SMORM_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
 
 
+@pytest.fixture(autouse=True)
+def _known_matmul_peak(monkeypatch):
+    """Trainer runs report MFU against a fixed peak: no test times matmuls or writes ~/.cache/smorm."""
+    monkeypatch.setenv("SMORM_PEAK_FLOPS", "1e12")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,11 @@ def test_two_process_run_matches_single_process(tiny_llama_dir, tmp_path):
     assert double.returncode == 0, double.stderr[-3000:]
     summary = (tmp_path / "two" / "run" / "train_summary.json").read_text()
     assert '"processes": 2' in summary
+    # the MFU counts the real tokens of every process's share: the same global batches as one process
+    one_train = json.loads((tmp_path / "one" / "run" / "train_summary.json").read_text())["compute"]["train"]
+    two_compute = json.loads(summary)["compute"]
+    assert (two_compute["train"]["tokens"], two_compute["train"]["rows"]) == (one_train["tokens"], one_train["rows"])
+    assert two_compute["peak"]["devices"] == 2
     a, b = final_weights(tmp_path / "one" / "run"), final_weights(tmp_path / "two" / "run")
     assert a.keys() == b.keys()
     # Float reduction order differs between one and two processes; Adam's normalised update

@@ -92,6 +92,13 @@ def test_sharded_run_follows_and_saves_like_a_single_process_run(engine, trunk, 
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-4)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
     assert len({m["lr"] for m in one}) == 3 and max(m["grad_norm"] for m in one) > TRAIN["max_grad_norm"]
+    # the MFU's weights count a partitioned weight whole, and its tokens are every process's share
+    # (the caching pass's tokens are not compared: the sharded run finds the one-process run's features)
+    compute_one, compute_two = (json.loads((run / "train_summary.json").read_text())["compute"]
+                                for run in (single_run, tmp_path / "run"))
+    assert compute_two["train"]["weights"] == compute_one["train"]["weights"]
+    assert compute_two["train"]["tokens"] == compute_one["train"]["tokens"]
+    assert compute_two.get("caching", {}).get("weights") == compute_one.get("caching", {}).get("weights")
 
     a, b = RewardModel.from_pretrained(single_run), RewardModel.from_pretrained(tmp_path / "run")
     a_state, b_state = a.state_dict(), b.state_dict()

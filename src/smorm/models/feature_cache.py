@@ -31,6 +31,12 @@ DIGEST_SAMPLES = 4096  # values read from each weight tensor for the part's dige
 STORE_ENV = "SMORM_FEATURE_CACHE"
 
 
+def cache_root() -> Path:
+    """smorm's machine-wide cache folder: ``$SMORM_CACHE``, else ``~/.cache/smorm``."""
+    root = os.environ.get("SMORM_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "smorm"
+
+
 def feature_store_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where features are kept: ``cache_dir`` if given, else ``$SMORM_FEATURE_CACHE``, else
     ``$SMORM_CACHE/features``, else ``~/.cache/smorm/features`` (shared by every run on the machine)."""
@@ -38,8 +44,7 @@ def feature_store_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         return Path(cache_dir).expanduser()
     if os.environ.get(STORE_ENV):
         return Path(os.environ[STORE_ENV]).expanduser()
-    root = os.environ.get("SMORM_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "smorm") / "features"
+    return cache_root() / "features"
 
 
 def fingerprint(*parts: object) -> str:

@@ -39,7 +39,7 @@ def num_layers(model: RewardModel) -> int:
 
 # ``base`` is typed Any below: layers live at architecture-specific places (``layers``,
 # ``encoder.layer``, ``embeddings``) that no common transformers type declares.
-def _layer_list(base: Any) -> nn.ModuleList:
+def layer_list(base: Any) -> nn.ModuleList:
     if hasattr(base, "layers"):
         return base.layers
     if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):
@@ -170,7 +170,7 @@ def apply_trunk_mode(model: RewardModel, mode: str, top_k: int = 2, lora: dict[s
     split = total - top_k
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(False)
-    layers = _layer_list(model.base_model)
+    layers = layer_list(model.base_model)
     for layer in list(layers)[split:]:
         for parameter in layer.parameters():
             parameter.requires_grad_(True)
@@ -196,7 +196,7 @@ def cached_part(model: RewardModel, trunk: str, top_k: int) -> tuple[str, list[t
     if trunk != "top_k":
         raise ValueError(f"trunk mode {trunk!r} caches no features")
     split = num_layers(model) - top_k
-    upper: list[nn.Module] = list(_layer_list(model.base_model))[split:]
+    upper: list[nn.Module] = list(layer_list(model.base_model))[split:]
     final_norm = getattr(model.base_model, "norm", None)
     if final_norm is not None:
         upper.append(final_norm)

@@ -30,6 +30,7 @@ from smorm.models.devices import (
     resolve_precision,
 )
 from smorm.models.feature_cache import CachedFeatures, feature_store_root, fingerprint
+from smorm.models.flops import caching_weights, training_weights
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
 from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
@@ -37,6 +38,7 @@ from smorm.train import sharding, tracking
 from smorm.train.batches import StepPlan, list_groups, pair_widths, step_indices
 from smorm.train.config import RunConfig
 from smorm.train.losses_glue import compute_losses
+from smorm.train.mfu import CachingWork, WorkCounter, compute_summary, lm_tokens, log_mfu, measured_peak
 from smorm.train.prepare import TokenizedData, load_training_data, tokenize
 from smorm.types import RewardOutput
 
@@ -122,6 +124,8 @@ class Trainer:
             enable_gradient_checkpointing(self.model, config.train.trunk)
         self.model.to(self.accelerator.device)  # the caching pass below runs where training will
         self.features: CachedFeatures | None = None
+        self.caching: CachingWork | None = None  # what the caching pass computed (for the MFU)
+        self.work = WorkCounter()  # what the training steps compute
         if config.train.trunk in ("top_k", "frozen"):
             self.features = self._cache_features()
         self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
@@ -166,6 +170,7 @@ class Trainer:
                     hidden = model.encode(batch.input_ids, batch.attention_mask)
                 return list(pool_last_token(hidden, batch.attention_mask).float().cpu())
 
+        caching = self.caching = CachingWork(caching_weights(model, config.train.trunk, config.train.top_k))
         storage = getattr(torch, config.train.cache_dtype)
         model.eval()
         # every process gathers (a collective) before the main one computes and the others wait for its cache
@@ -173,9 +178,11 @@ class Trainer:
             store = feature_store(model, config.train.trunk, config.train.top_k, self.precision, storage,
                                   feature_store_root(config.train.cache_dir))
             with self.accelerator.main_process_first():
-                features = store.build(sequences, compute, config.train.cache_batch_size, dtype=storage,
-                                       description=f"caching {store.describe['part']} features",
+                started = time.perf_counter()
+                features = store.build(sequences, caching.counting(compute), config.train.cache_batch_size,
+                                       dtype=storage, description=f"caching {store.describe['part']} features",
                                        show_progress=self.show_progress and self.is_main)
+                caching.seconds = time.perf_counter() - started
         self.cache_dir = store.root
         return features
 
@@ -273,6 +280,9 @@ class Trainer:
                + [2 * self.data.num_pairs + j for j in indices.ratings])
         inputs = self._packed_inputs(indices) if self.config.train.shared_prompt else self._inputs(seq)
         needs_lm = any("lm" in s for s in self._loss_needs)
+        data = self.data
+        self.work.add(inputs, lm_tokens(data.chosen, data.rejected, data.chosen_prompt_lengths,
+                                        data.rejected_prompt_lengths, indices.pairs) if needs_lm else 0)
         with self._autocast():  # train.precision, resolved once
             output: RewardOutput = self.model(**inputs, return_hidden=needs_lm)
         loss_inputs = inputs
@@ -294,6 +304,10 @@ class Trainer:
 
         self._loss_needs = [get_loss(loss.name).needs for loss in config.losses]
         self._all_sequences = self.data.all_sequences()
+        # the matmul weights a step runs, counted before LoRA is merged away at save time
+        self._step_weights = training_weights(self.model_unwrapped, config.train.trunk, config.train.top_k,
+                                              lm_head=any("lm" in needs for needs in self._loss_needs))
+        self.work = WorkCounter()
         sharding.check_run(accelerator, config)  # before the first step, not after the last
         start_step = self._maybe_resume()
         log_path = self.output_dir / "metrics.jsonl"
@@ -307,7 +321,7 @@ class Trainer:
 
         self.model.train()
         metrics: dict[str, float] = {}
-        started = time.time()
+        started = time.perf_counter()
         bar = tqdm(total=self.plan.total_steps, initial=start_step, desc=f"training {config.method}",
                    unit="step", disable=not (self.show_progress and self.is_main))
         for step in range(start_step, self.plan.total_steps):
@@ -342,7 +356,7 @@ class Trainer:
             if kill_after and step + 1 == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
-        train_seconds = time.time() - started
+        train_seconds = time.perf_counter() - started
         result = self._finish(metrics, train_seconds)
         tracking.finish_trackers(accelerator)
         return result
@@ -435,7 +449,12 @@ class Trainer:
         # Under ZeRO-3/FSDP the module holds shards: every process joins the gather, and the main
         # process writes the full tensors it gets back (None when the weights are whole).
         full_state = sharding.gathered_state_dict(self.accelerator, self.model)
+        totals = self.work.totals(self.accelerator)  # real tokens of every process's steps
         if self.is_main:
+            peak = measured_peak(model, self.precision, self.accelerator.device)
+            compute = compute_summary(self._step_weights, totals, train_seconds, self.caching, peak,
+                                      self.accelerator.num_processes)
+            log_mfu(compute)
             backbone_weights = None
             if self.config.train.trunk == "lora":
                 # merged LoRA weights end with requires_grad=False; save them whole, or they would be
@@ -458,6 +477,8 @@ class Trainer:
                 "precision": self.precision,
                 "setup_seconds": round(self.setup_seconds, 1),
                 "train_seconds": round(train_seconds, 1),
+                "mfu": compute["train"]["mfu"],
+                "compute": compute,
                 "data_reports": self.loaded.reports,
                 "final_metrics": metrics,
                 "config": self.config.model_dump(),
