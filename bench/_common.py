@@ -40,14 +40,9 @@ def load_average() -> list[float]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from smorm.models.flops import cpu_model_name
+
+    cpu = cpu_model_name()
     memory_gb = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

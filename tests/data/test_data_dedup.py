@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from smorm.data.run_data import (
     DUPLICATE_PAIR,
@@ -14,11 +13,7 @@ from smorm.data.run_data import (
 )
 from smorm.data.spec import DataSpec
 from smorm.run_config import RunConfig
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+from tests.data.test_data_ratings_filter import write_jsonl
 
 
 def test_dedup_keeps_the_first_of_each_pair_and_drops_repeats_and_reversals_in_later_sources(tmp_path):
