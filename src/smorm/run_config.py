@@ -133,6 +133,10 @@ class DataConfig(Strict):
     exclude_prompts_of: list[DataSource] = Field(
         default_factory=list, description="files (e.g. the dev benchmarks, any readable format) whose prompts are "
         "removed from D_S and D_M before training, compared like ratings_filter; the load report counts the drops")
+    length_balance: bool = Field(
+        False, description="per D_S source, keep as many pairs whose chosen response is longer (in characters) as "
+        "pairs whose chosen is shorter, a seeded sample of the majority side (Singhal et al. 2023, Sec. 4); equal "
+        "lengths and ranked-list links are kept; the load report counts the drop")
 
     def load(self) -> LoadedData:
         """Read D_S and D_M with every option of this section (:func:`smorm.data.run_data.load_run_data`)."""
@@ -141,7 +145,8 @@ class DataConfig(Strict):
         return load_run_data([s.to_spec() for s in self.pairs], [s.to_spec() for s in self.ratings],
                              on_error=self.on_error, attributes=self.attributes, rating_scale=self.rating_scale,
                              ratings_filter=self.ratings_filter, dedup=self.dedup,
-                             exclude_prompts_of=[s.to_spec() for s in self.exclude_prompts_of])
+                             exclude_prompts_of=[s.to_spec() for s in self.exclude_prompts_of],
+                             length_balance=self.length_balance)
 
     @model_validator(mode="after")
     def _ranking_in_pairs(self) -> DataConfig:

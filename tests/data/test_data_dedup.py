@@ -81,3 +81,21 @@ def test_run_config_reads_data_through_every_option(tmp_path):
         "model": {"heads": {"single": {}}}, "losses": [{"name": "bt"}],
         "data": {"pairs": [{"path": str(pairs), "format": "pairs"}], "dedup": True}})
     assert len(config.data.load().pairs) == 1
+
+
+def test_length_balance_keeps_as_many_longer_chosen_as_shorter_chosen_per_source(tmp_path):
+    from smorm.data.run_data import LENGTH_BALANCE_DROP
+
+    rows = ([{"prompt": f"q{i}", "chosen": "x" * (10 + i), "rejected": "y"} for i in range(6)]      # chosen longer
+            + [{"prompt": f"r{i}", "chosen": "x", "rejected": "y" * (5 + i)} for i in range(2)]      # chosen shorter
+            + [{"prompt": "t", "chosen": "ab", "rejected": "cd"}])                                   # equal: kept
+    spec = DataSpec(str(write_jsonl(tmp_path / "p.jsonl", rows)), format="pairs")
+    loaded = load_run_data([spec], [], length_balance=True)
+    longer = [p for p in loaded.pairs if len(p.chosen) > len(p.rejected)]
+    shorter = [p for p in loaded.pairs if len(p.chosen) < len(p.rejected)]
+    assert (len(longer), len(shorter), len(loaded.pairs)) == (2, 2, 5)
+    report = next(r for r in loaded.reports if r["kind"] == "pairs")
+    assert (report["kept"], report["skipped"]) == (5, {LENGTH_BALANCE_DROP: 4})
+    again = load_run_data([spec], [], length_balance=True)
+    assert [p.prompt for p in again.pairs] == [p.prompt for p in loaded.pairs]  # seeded: the same sample
+    assert [p.prompt[-1]["content"] for p in loaded.pairs][-1] == "t"  # file order kept

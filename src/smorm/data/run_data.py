@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from smorm.data.lists import PROMPT_KEY_RULE, normalise_text, prompt_key
 from smorm.data.loading import load_pairs, load_prompt_records, load_ratings
+from smorm.data.sampling import seeded_sample
 from smorm.data.spec import DataSpec
 from smorm.types import PreferencePair, RatedResponse
 
@@ -38,6 +39,27 @@ DUPLICATE_PAIR = "duplicate of an earlier pair (data.dedup)"
 REVERSED_PAIR = "the reverse of an earlier pair (data.dedup)"
 DUPLICATE_RATED = "duplicate of an earlier rated response (data.dedup)"
 EXCLUDED_PROMPT = "prompt of an excluded file (data.exclude_prompts_of)"
+LENGTH_BALANCE_DROP = "surplus of its length side (data.length_balance)"
+
+
+def length_balanced(pairs: list[PreferencePair], report: Any, seed: int = 0) -> list[PreferencePair]:
+    """One source's pairs with as many whose chosen response is longer as whose chosen is shorter.
+
+    Length balancing of preference data (Singhal et al. 2023, "A Long Way to Go: Investigating Length
+    Correlations in RLHF", Sec. 4): where "the longer response wins" is right more often than not, a
+    model can fit the data by length alone. The majority side (lengths in characters) keeps a seeded
+    sample (:func:`~smorm.data.sampling.seeded_sample`) as large as the minority side; pairs of equal
+    length and links of ranked lists kept whole are all kept. The drop is counted in ``report``.
+    """
+    longer = [p for p in pairs if p.list_link is None and len(p.chosen) > len(p.rejected)]
+    shorter = [p for p in pairs if p.list_link is None and len(p.chosen) < len(p.rejected)]
+    size = min(len(longer), len(shorter))
+    keep = {id(p) for p in seeded_sample(longer, size, seed) + seeded_sample(shorter, size, seed)}
+    balanced = [p for p in pairs if id(p) in keep or p.list_link is not None or len(p.chosen) == len(p.rejected)]
+    if len(balanced) < len(pairs):
+        report.skipped[LENGTH_BALANCE_DROP] = len(pairs) - len(balanced)
+    report.kept = len(balanced)
+    return balanced
 
 
 def excluded_prompts(specs: Sequence[DataSpec]) -> set[str]:
@@ -98,7 +120,7 @@ def _drop(records: list[T], report: Any, reason_of: Callable[[T], str | None]) -
 def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_error: str = "error",
                   attributes: Sequence[str] | None = None, rating_scale: str = "unit",
                   ratings_filter: str = "none", dedup: bool = False,
-                  exclude_prompts_of: Sequence[DataSpec] = ()) -> LoadedData:
+                  exclude_prompts_of: Sequence[DataSpec] = (), length_balance: bool = False) -> LoadedData:
     """Read and validate every source (no model needed).
 
     Args:
@@ -115,6 +137,8 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
         dedup: drop exact repeats across all sources (see :class:`_Dedup`), counted in each source's report.
         exclude_prompts_of: files (e.g. the dev benchmarks) whose prompts are dropped from D_S and D_M,
             compared by :func:`~smorm.data.lists.prompt_key`; counted in each source's report.
+        length_balance: per source, as many pairs whose chosen is longer as shorter
+            (:func:`length_balanced`), after dedup and exclusion.
     """
     if ratings_filter not in RATINGS_FILTERS:
         raise ValueError(f"data.ratings_filter must be one of {RATINGS_FILTERS}, got {ratings_filter!r}")
@@ -139,6 +163,8 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
         records, report = load_pairs(spec, on_error=on_error)
         if excluded or dedup:
             records = _drop(records, report, pair_reason)  # a list's links share its prompt: it goes whole
+        if length_balance:
+            records = length_balanced(records, report)
         pair_records.extend(records)
         reports.append({"kind": "pairs", **_report_dict(report)})
     shared = {prompt_key(pair.prompt) for pair in pair_records} if ratings_filter == "shared_prompts" else None
