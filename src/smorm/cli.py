@@ -97,9 +97,14 @@ def validate(
         if data:
             loaded = load_training_data(run_config)
             for report in loaded.reports:
-                skipped = sum((report.get("skipped") or {}).values())
+                if report.get("kind") == "note":
+                    for note in report.get("notes") or []:
+                        typer.echo(f"  note: {note}")
+                    continue
+                skipped = report.get("skipped") or {}
+                why = f" ({'; '.join(f'{reason}: {n}' for reason, n in skipped.items())})" if skipped else ""
                 typer.echo(f"  {report.get('kind')}: {report.get('source', '')} {report.get('path', '')}: "
-                           f"{report.get('kept', '?')} records, {skipped} skipped")
+                           f"{report.get('kept', '?')} records, {sum(skipped.values())} skipped{why}")
             typer.echo(f"  {len(loaded.pairs)} pairs, {len(loaded.ratings)} rated responses, "
                        f"attributes: {', '.join(loaded.attributes) or '-'}")
             for bench in run_config.eval.benches:

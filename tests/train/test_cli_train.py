@@ -28,6 +28,19 @@ def test_validate_reports_records_and_attributes(tiny_llama_dir, tmp_path):
     assert "helpfulness, verbosity" in result.output
 
 
+def test_validate_says_why_records_were_dropped_and_prints_notes(tiny_llama_dir, tmp_path):
+    config = tiny_config(tmp_path, tiny_llama_dir)
+    config["data"]["pairs"] = config["data"]["pairs"] * 2  # the same file twice: its repeats are dropped
+    config["data"]["dedup"] = True
+    exclude = tmp_path / "dev.jsonl"
+    exclude.write_text(json.dumps({"prompt": "a dev prompt", "chosen": "c", "rejected": "r"}) + "\n")
+    config["data"]["exclude_prompts_of"] = [{"path": str(exclude), "format": "pairs"}]
+    result = runner.invoke(app, ["validate", str(write_config(tmp_path, config))])
+    assert result.exit_code == 0, result.output
+    assert "8 skipped (duplicate of an earlier pair (data.dedup): 8)" in result.output
+    assert "note: data.exclude_prompts_of: " in result.output and "? records" not in result.output
+
+
 def test_validate_names_file_line_and_field_of_a_bad_record(tiny_llama_dir, tmp_path):
     config = tiny_config(tmp_path, tiny_llama_dir)
     pairs = tmp_path / "data" / "pairs.jsonl"
