@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from smorm.io import atomic_write_json, read_json
+from smorm.models.devices import host_device
 from smorm.models.feature_cache import cache_root
 from smorm.models.reward_model import RewardModel
 from smorm.models.trunk import layer_list, num_layers
@@ -183,12 +184,12 @@ class MatmulPeak:
 
 
 def device_name(device: torch.device | str) -> str:
-    """``cuda: NVIDIA H200``, ``cpu: <model name of /proc/cpuinfo>``, or the device type alone."""
+    """``cuda: NVIDIA H200``, ``cpu: <model name of /proc/cpuinfo>`` (the host), or the device type alone."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    if device.type == "cpu":
-        return f"cpu: {cpu_model_name()}"
+    if device.type == host_device().type:
+        return f"{device.type}: {cpu_model_name()}"
     return device.type
 
 
@@ -206,7 +207,7 @@ def cpu_model_name() -> str:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    elif device.type != "cpu" and hasattr(torch, device.type):
+    elif device.type != host_device().type and hasattr(torch, device.type):
         sync = getattr(getattr(torch, device.type), "synchronize", None)
         if sync is not None:
             sync()
@@ -214,7 +215,7 @@ def _synchronize(device: torch.device) -> None:
 
 def default_matmul_size(device: torch.device | str) -> int:
     """1024 on the host; 4096 on an accelerator, where a 2048 matmul is too small to fill it."""
-    return 1024 if torch.device(device).type == "cpu" else 4096
+    return 1024 if torch.device(device).type == host_device().type else 4096
 
 
 def measure_matmul_peak(dtype: torch.dtype, device: torch.device | str, size: int | None = None,
@@ -261,7 +262,7 @@ def peak_cache_file() -> Path:
 def peak_key(dtype: torch.dtype, device: torch.device | str, size: int) -> str:
     """What the peak depends on: the device and its name, the dtype, the host's torch threads, the matmul size."""
     device = torch.device(device)
-    threads = f"threads={torch.get_num_threads()}" if device.type == "cpu" else "threads=-"
+    threads = f"threads={torch.get_num_threads()}" if device.type == host_device().type else "threads=-"
     return f"{device_name(device)} | {str(dtype).removeprefix('torch.')} | {threads} | size={size}"
 
 
