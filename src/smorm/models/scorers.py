@@ -21,7 +21,7 @@ from smorm.models.composite import CompositeScorer, is_composite, load_composite
 from smorm.models.devices import preferred_dtype, resolve_device
 from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.hf_scorer import HFRewardModel, is_sequence_classifier_folder, load_hf_reward_model
-from smorm.models.reward_model import MODES, RewardModel, model_folder
+from smorm.models.reward_model import COMBINED, MODES, RewardModel, model_folder
 from smorm.types import RewardOutput
 
 
@@ -93,3 +93,22 @@ def load_scorer(path: str | os.PathLike[str], *, device: str | torch.device | No
     if max_length is not None:
         scorer.config.max_length = max_length
     return scorer
+
+
+STORED_OUTPUTS = ("single", "attributes", GATE_HEAD, COMBINED)  # what a score file keeps of a RewardOutput
+
+
+def stored_outputs(output: RewardOutput) -> dict[str, torch.Tensor]:
+    """The outputs a score file keeps (:data:`STORED_OUTPUTS`: every head's rewards, the gate's weights,
+    mode M on one scale), float32, contiguous, on the host; what :func:`reward_for_mode` reads back."""
+    tensors = {"single": output.single, "attributes": output.attributes,
+               GATE_HEAD: output.extra.get(GATE_HEAD), COMBINED: output.extra.get(COMBINED)}
+    return {name: value.detach().float().cpu().contiguous() for name, value in tensors.items() if value is not None}
+
+
+def output_from_stored(tensors: dict[str, torch.Tensor]) -> RewardOutput:
+    """A RewardOutput (pooled left empty) from :func:`stored_outputs`' tensors."""
+    rows = next(iter(tensors.values())).shape[0]
+    extra = {name: tensors[name] for name in (GATE_HEAD, COMBINED) if name in tensors}
+    return RewardOutput(single=tensors.get("single"), attributes=tensors.get("attributes"),
+                        pooled=torch.zeros(rows, 0), extra=extra)

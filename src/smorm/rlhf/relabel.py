@@ -49,8 +49,14 @@ from smorm.models.composite import CompositeScorer
 from smorm.models.feature_cache import fingerprint, sequences_fingerprint, weights_digest
 from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.hf_scorer import HFRewardModel
-from smorm.models.reward_model import COMBINED, RewardModel, reward_for_mode
-from smorm.models.scorers import available_modes, load_scorer, looks_like_hub_id
+from smorm.models.reward_model import RewardModel, reward_for_mode
+from smorm.models.scorers import (
+    available_modes,
+    load_scorer,
+    looks_like_hub_id,
+    output_from_stored,
+    stored_outputs,
+)
 from smorm.rlhf.settings import RelabelSettings
 from smorm.types import Message, PreferencePair, RewardOutput
 
@@ -62,8 +68,6 @@ REFERENCES = (
     "Coste, Anwar, Kirk, Krueger 2024, Reward Model Ensembles Help Mitigate Overoptimization (label noise 0 or 25%)",
     "GRM (YangRui2015/Generalizable-Reward-Model), rlhf/data_generation/obtain_gold_score.py",
 )
-# The gold's outputs a relabel can read back: tensor name in the score files -> where RewardOutput keeps it.
-STORED = ("single", "attributes", GATE_HEAD, COMBINED)
 ROW_FIELDS = ("prompt", "response", "source")  # a ratings row's own fields: no attribute may take these names
 MARGIN_NOTE = ("|gold reward(chosen) - gold reward(rejected)| in the gold's mode; flipped rows keep it, so a flipped "
                "pair reads like a clean one")
@@ -197,21 +201,6 @@ def gold_digest(scorer: Any) -> str:
     return fingerprint(digests, repr(getattr(scorer, "config", None)))
 
 
-def output_tensors(output: RewardOutput) -> dict[str, torch.Tensor]:
-    """The stored outputs (:data:`STORED`) of a scoring pass, float32 on the host."""
-    tensors = {"single": output.single, "attributes": output.attributes,
-               GATE_HEAD: output.extra.get(GATE_HEAD), COMBINED: output.extra.get(COMBINED)}
-    return {name: value.detach().float().cpu().contiguous() for name, value in tensors.items() if value is not None}
-
-
-def tensors_output(tensors: dict[str, torch.Tensor]) -> RewardOutput:
-    """A RewardOutput (pooled left empty) from stored outputs, for :func:`reward_for_mode`."""
-    rows = next(iter(tensors.values())).shape[0]
-    extra = {name: tensors[name] for name in (GATE_HEAD, COMBINED) if name in tensors}
-    return RewardOutput(single=tensors.get("single"), attributes=tensors.get("attributes"),
-                        pooled=torch.zeros(rows, 0), extra=extra)
-
-
 def read_tensors(path: Path, key: str) -> dict[str, torch.Tensor] | None:
     """The tensors of a score file written under ``key``; None when it is missing, unreadable or stale."""
     from safetensors import SafetensorError, safe_open
@@ -242,7 +231,7 @@ def gold_outputs(scorer: Any, sequences: list[list[int]], response_starts: list[
     """
     stored = read_tensors(scores, key)
     if stored is not None:
-        return tensors_output(stored), 0
+        return output_from_stored(stored), 0
     parts_dir = scores.with_suffix(".parts")  # OUT.scores.safetensors -> OUT.scores.parts/
     parts: list[dict[str, torch.Tensor]] = []
     scored = 0
@@ -254,14 +243,14 @@ def gold_outputs(scorer: Any, sequences: list[list[int]], response_starts: list[
             output = score_sequences(scorer, sequences[start:stop], batch_size, False, show_progress,
                                      f"gold: sequences {start}-{stop} of {len(sequences)}",
                                      response_starts[start:stop])
-            part = output_tensors(output)
+            part = stored_outputs(output)
             atomic_save_tensors(part_path, part, metadata={"key": key, "start": str(start), "stop": str(stop)})
             scored += stop - start
         parts.append(part)
     merged = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
     atomic_save_tensors(scores, merged, metadata={"key": key, "sequences": str(len(sequences))})
     shutil.rmtree(parts_dir, ignore_errors=True)
-    return tensors_output(merged), scored
+    return output_from_stored(merged), scored
 
 
 def distinct_sequences(encoded: Sequence[EncodedSequence]) -> tuple[list[list[int]], list[int], list[int]]:

@@ -159,7 +159,8 @@ def score_run(run: PlannedRun, loaded: LoadedBenchmarks, study: StudyConfig, sho
     from smorm.models.devices import resolve_device, resolve_precision
     from smorm.models.feature_cache import feature_store_root
     from smorm.models.gate_spec import GATE_HEAD
-    from smorm.models.reward_model import COMBINED, RewardModel
+    from smorm.models.reward_model import RewardModel
+    from smorm.models.scorers import stored_outputs
 
     assert run.config is not None
     path = run.folder / SCORES_NAME
@@ -179,34 +180,23 @@ def score_run(run: PlannedRun, loaded: LoadedBenchmarks, study: StudyConfig, sho
     started = time.time()
     output = score_sequences(scorer, [e.input_ids for e in encoded], study.eval_batch_size, precision == "bf16",
                              show_progress, f"scoring {run.folder.name}", [e.response_start for e in encoded])
-    tensors = {}
-    if output.single is not None:
-        tensors["single"] = output.single.float().contiguous()
-    if output.attributes is not None:
-        tensors["attributes"] = output.attributes.float().contiguous()
-    if COMBINED in output.extra:
-        tensors["mode_M"] = output.extra[COMBINED].float().contiguous()
     meta = {"table": key, "precision": precision, "seconds": f"{time.time() - started:.1f}",
             "head_scales": json.dumps(model.config.head_scales or {}), "mode_scale": model.config.mode_scale,
             "truncated": str(formatter.num_truncated)}
-    return atomic_save_tensors(path, {k: v.cpu() for k, v in tensors.items()}, metadata=meta)
+    return atomic_save_tensors(path, stored_outputs(output), metadata=meta)
 
 
 def read_scores(path: Path) -> tuple[Any, dict[str, str]]:
-    """A run's stored outputs as a RewardOutput (pooled left empty) and the file's metadata."""
-    import torch
+    """A run's stored outputs (:func:`~smorm.models.scorers.stored_outputs`) as a RewardOutput (pooled
+    left empty) and the file's metadata."""
     from safetensors import safe_open
 
-    from smorm.models.reward_model import COMBINED
-    from smorm.types import RewardOutput
+    from smorm.models.scorers import output_from_stored
 
     with safe_open(str(path), framework="pt") as handle:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
         meta = dict(handle.metadata() or {})
-    rows = next(iter(tensors.values())).shape[0]
-    extra = {COMBINED: tensors["mode_M"]} if "mode_M" in tensors else {}
-    return RewardOutput(single=tensors.get("single"), attributes=tensors.get("attributes"),
-                        pooled=torch.zeros(rows, 0), extra=extra), meta
+    return output_from_stored(tensors), meta
 
 
 def mode_rewards(run: PlannedRun, scores: dict[tuple[str, int], Path]) -> dict[str, np.ndarray]:
