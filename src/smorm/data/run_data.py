@@ -85,10 +85,11 @@ class _Dedup:
         self.pairs: set[tuple[str, str, str]] = set()
         self.rated: set[tuple[str, str]] = set()
 
-    def pair_reason(self, pair: PreferencePair) -> str | None:
+    def pair_reason(self, pair: PreferencePair, prompt: str) -> str | None:
+        """Why ``pair`` (whose :func:`~smorm.data.lists.prompt_key` is ``prompt``) repeats an earlier one, or None."""
         if pair.list_link is not None:
             return None
-        prompt, chosen, rejected = prompt_key(pair.prompt), normalise_text(pair.chosen), normalise_text(pair.rejected)
+        chosen, rejected = normalise_text(pair.chosen), normalise_text(pair.rejected)
         if (prompt, chosen, rejected) in self.pairs:
             return DUPLICATE_PAIR
         if (prompt, rejected, chosen) in self.pairs:
@@ -96,8 +97,9 @@ class _Dedup:
         self.pairs.add((prompt, chosen, rejected))
         return None
 
-    def rated_reason(self, record: RatedResponse) -> str | None:
-        key = (prompt_key(record.prompt), normalise_text(record.response))
+    def rated_reason(self, record: RatedResponse, prompt: str) -> str | None:
+        """Why ``record`` (whose prompt key is ``prompt``) repeats an earlier one, or None."""
+        key = (prompt, normalise_text(record.response))
         if key in self.rated:
             return DUPLICATE_RATED
         self.rated.add(key)
@@ -148,16 +150,21 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
     scales: dict[str, dict[str, list[float]]] = {}
     excluded = excluded_prompts(exclude_prompts_of)
     seen = _Dedup()
+    shared: set[str] | None = None  # the D_S prompt keys, once D_S is read (ratings_filter: shared_prompts)
 
     def pair_reason(pair: PreferencePair) -> str | None:
-        if excluded and prompt_key(pair.prompt) in excluded:
+        prompt = prompt_key(pair.prompt)
+        if prompt in excluded:
             return EXCLUDED_PROMPT
-        return seen.pair_reason(pair) if dedup else None
+        return seen.pair_reason(pair, prompt) if dedup else None
 
     def rated_reason(record: RatedResponse) -> str | None:
-        if excluded and prompt_key(record.prompt) in excluded:
+        prompt = prompt_key(record.prompt)
+        if prompt in excluded:
             return EXCLUDED_PROMPT
-        return seen.rated_reason(record) if dedup else None
+        if dedup and (repeat := seen.rated_reason(record, prompt)):
+            return repeat
+        return SHARED_PROMPTS_DROP if shared is not None and prompt not in shared else None
 
     for spec in pairs:
         records, report = load_pairs(spec, on_error=on_error)
@@ -171,16 +178,11 @@ def load_run_data(pairs: Sequence[DataSpec], ratings: Sequence[DataSpec], on_err
     kept_total = dropped_total = 0
     for spec in ratings:
         rated_records, report = load_ratings(spec, on_error=on_error, rating_scale=rating_scale)
-        if excluded or dedup:
+        if excluded or dedup or shared is not None:
             rated_records = _drop(rated_records, report, rated_reason)
         if shared is not None:
-            kept = [record for record in rated_records if prompt_key(record.prompt) in shared]
-            dropped = len(rated_records) - len(kept)
-            if dropped:
-                report.skipped[SHARED_PROMPTS_DROP] = dropped
-            report.kept = len(kept)
-            kept_total, dropped_total = kept_total + len(kept), dropped_total + dropped
-            rated_records = kept
+            kept_total += len(rated_records)
+            dropped_total += report.skipped.get(SHARED_PROMPTS_DROP, 0)
         rated.extend(rated_records)
         report_dict = _report_dict(report)
         reports.append({"kind": "ratings", **report_dict})
