@@ -92,7 +92,7 @@ def plan_runs(study: StudyConfig, base_dir: Path, where: str = "study") -> list[
     methods = {m.name: m for m in study.methods}
     runs: list[PlannedRun] = []
     by_config: dict[str, PlannedRun] = {}
-    seeds_of = {m.name: m.seeds if m.seeds is not None else study.seeds for m in study.methods}
+    seeds_of = study.method_seeds()
     for seed in study.seeds:
         for method in study.methods:
             if method.baseline_sm is not None or seed not in seeds_of[method.name]:
@@ -103,7 +103,7 @@ def plan_runs(study: StudyConfig, base_dir: Path, where: str = "study") -> list[
             by_config[_config_identity(config)] = run
             runs.append(run)
         for method in study.methods:
-            if method.baseline_sm is not None and all(seed in seeds_of[m] for m in method.baseline_sm):
+            if method.baseline_sm is not None and seed in seeds_of[method.name]:
                 runs.append(PlannedRun(method.name, seed, method.modes or ["M"], members=list(method.baseline_sm)))
     if study.sweep is None:
         return runs

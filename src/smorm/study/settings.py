@@ -76,6 +76,15 @@ class StudyConfig(Strict):
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of items and seeds")
     bootstrap_seed: int = 0
 
+    def method_seeds(self) -> dict[str, set[int]]:
+        """The seeds each method runs: its own ``seeds``, else the study's; a Baseline SM's are those both
+        of its members run."""
+        seeds = {m.name: set(m.seeds if m.seeds is not None else self.seeds) for m in self.methods}
+        for method in self.methods:
+            if method.baseline_sm is not None:
+                seeds[method.name] = set.intersection(*(seeds.get(name, set()) for name in method.baseline_sm))
+        return seeds
+
     @model_validator(mode="after")
     def _names(self) -> StudyConfig:
         names = [m.name for m in self.methods]
@@ -93,11 +102,7 @@ class StudyConfig(Strict):
                 raise ValueError(f"methods.{method.name}.seeds: {method.seeds} must be seeds of the study ({self.seeds})")
             if method.baseline_sm is not None and method.seeds is not None:
                 raise ValueError(f"methods.{method.name}: a Baseline SM runs on its members' seeds; remove seeds")
-        seeds_of = {m.name: set(m.seeds if m.seeds is not None else self.seeds) for m in self.methods}
-        for method in self.methods:
-            if method.baseline_sm is not None:
-                seeds_of[method.name] = set.intersection(*(seeds_of[name] for name in method.baseline_sm
-                                                           if name in seeds_of))
+        seeds_of = self.method_seeds()
         for comparison in self.comparisons:
             for side in (comparison.a, comparison.b):
                 method, _, mode = side.rpartition("/")
