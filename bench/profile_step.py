@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--rating-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--shared-prompt", action="store_true")
+    parser.add_argument("--padded", action="store_true", help="train.shared_prompt: false (padded batches)")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     import torch
@@ -46,7 +46,7 @@ def main() -> None:
     from smorm.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
-    name = args.name or f"profile_step-{args.backbone}" + ("-shared-prompt" if args.shared_prompt else "")
+    name = args.name or f"profile_step-{args.backbone}" + ("-padded" if args.padded else "")
     info = common.banner(name)
     work = Path(tempfile.mkdtemp(prefix="smorm-bench-profile-"))
     ref = str(common.tiny_backbone(work, 4, 256)) if args.backbone == "tiny" else args.backbone
@@ -58,14 +58,10 @@ def main() -> None:
                  "max_length": args.max_length, "on_error": "skip"},
         "train": {"trunk": "full", "max_steps": args.steps + 1, "pair_batch_size": args.pair_batch,
                   "rating_batch_size": args.rating_batch, "lr": 1e-5, "warmup_ratio": 0.0,
-                  "shared_prompt": args.shared_prompt},
+                  **({"shared_prompt": False} if args.padded else {})},
     })
     trainer = Trainer(config, show_progress=False)
     trainer.setup()
-    if args.shared_prompt:
-        from train_throughput import install_packed_forward
-
-        install_packed_forward(trainer.model)
     # tokenisation, timed again on the records one step consumes (setup did it once for all)
     from smorm.data.formatting import Formatter
 
@@ -79,10 +75,6 @@ def main() -> None:
         formatter.encode(record.prompt, record.response)
     tokenise_seconds = time.perf_counter() - start
 
-    from smorm.losses import get_loss
-
-    trainer._loss_needs = [get_loss(loss.name).needs for loss in config.losses]
-    trainer._all_sequences = trainer.data.all_sequences()
     model, data = trainer.model, trainer.data
     model.train()
 
@@ -92,7 +84,7 @@ def main() -> None:
         seq = ([i for i in indices.pairs] + [data.num_pairs + i for i in indices.pairs]
                + [2 * data.num_pairs + j for j in indices.ratings])
         marks.append(time.perf_counter())
-        inputs = trainer._packed_inputs(indices) if args.shared_prompt else trainer._inputs(seq)
+        inputs = trainer._packed_inputs(indices) if trainer.packing else trainer._inputs(seq)
         marks.append(time.perf_counter())
         output = model(**inputs)
         marks.append(time.perf_counter())

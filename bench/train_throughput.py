@@ -5,8 +5,10 @@ template and truncation, then handed to TRL pre-tokenised as ``chosen_ids``/``re
 the same max length, batch size, number of steps, optimizer (torch AdamW), lr schedule and
 precision. Each repetition trains on the same seeded random subset of ``steps x batch`` pairs for
 exactly one epoch, so both see exactly the same pairs and the same real tokens; they differ only
-in how batches are formed (TRL: random order, padded to the longest of 2B rows; smorm:
-length-grouped; smorm ``--shared-prompt``: prompt encoded once per pair) and in per-step overhead.
+in how batches are formed (TRL: random order, padded to the longest of 2B rows; ``smorm``, the
+shipped defaults: each pair's prompt encoded once and several pairs per padding-free row;
+``smorm-padded`` (``--padded``): ``train.shared_prompt: false``, length-grouped padded rows) and in
+per-step overhead.
 
 Timing is the wall time from the start of the training loop to the end of the last optimizer
 step (model loading, tokenisation and saving excluded). MFU is the model FLOPs of the real tokens
@@ -18,7 +20,7 @@ both alike.
 
     python bench/train_throughput.py                       # tiny random Llama, 1k mix
     python bench/train_throughput.py --backbone smollm2-135m-instruct --batch 4 --steps 4
-    python bench/train_throughput.py --data hh --shared-prompt   # smorm packed vs unpacked vs TRL
+    python bench/train_throughput.py --data hh --padded --bf16   # smorm defaults vs padded vs TRL
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ SCRIPT = Path(__file__).resolve()
 
 
 def run_config(backbone: str, sources: list[dict[str, Any]], max_length: int, batch: int, steps: int,
-               output_dir: str, bf16: bool, shared_prompt: bool, seed: int) -> dict[str, Any]:
-    """smorm's plain BT setup: ``losses: [bt]``, heads {single}, trunk full."""
+               output_dir: str, bf16: bool, padded: bool, seed: int) -> dict[str, Any]:
+    """smorm's plain BT setup: ``losses: [bt]``, heads {single}, trunk full, everything else the shipped
+    defaults (the shared prompt and padding-free rows on); ``padded``: ``train.shared_prompt: false``."""
+    train: dict[str, Any] = {"shared_prompt": False} if padded else {}
     return {
         "method": "bt-bench", "output_dir": output_dir,
         "model": {"backbone": backbone, "heads": {"single": {"kind": "linear"}}},
@@ -49,7 +53,7 @@ def run_config(backbone: str, sources: list[dict[str, Any]], max_length: int, ba
         "losses": [{"name": "bt"}],
         "train": {"trunk": "full", "max_steps": steps, "pair_batch_size": batch, "lr": 1e-5,
                   "warmup_ratio": 0.0, "scheduler": "cosine", "log_every": 10**6, "seed": seed,
-                  "precision": "bf16" if bf16 else "fp32", "shared_prompt": shared_prompt},
+                  "precision": "bf16" if bf16 else "fp32", **train},
     }
 
 
@@ -99,25 +103,32 @@ def epoch_padding(pairs: dict[str, Any], batch: int, seed: int) -> dict[str, Any
                                                for b in batches])
         return {"real_tokens": real, "slots": slots, "padding_fraction": round(1 - real / slots, 4)}
 
-    packed_rows = []
+    from smorm.models.packing import fill_rows
+
+    one_per_row, padding_free = [], []
     for b in packed_batches:
-        rows = []
+        units = []
         for i in b:
             cp, rp = pairs["chosen_prompt"][i], pairs["rejected_prompt"][i]
             c, r = chosen[i], rejected[i]
             if cp > 0 and cp == rp and c[:cp] == r[:rp] and cp < len(c) and rp < len(r):
-                rows.append(len(c) + len(r) - cp)
+                units.append(len(c) + len(r) - cp)
             else:
-                rows.extend([len(c), len(r)])
-        packed_rows.append(rows)
-    real, slots = common.padding_fraction(packed_rows)
+                units.extend([len(c), len(r)])
+        one_per_row.append(units)
+        padding_free.append([sum(units[u] for u in row) for row in fill_rows(units)])
+
+    def packed(rows_by_batch: list[list[int]]) -> dict[str, Any]:
+        real, slots = common.padding_fraction(rows_by_batch)
+        return {"real_tokens": real, "slots": slots, "padding_fraction": round(1 - real / slots, 4),
+                "tokens_vs_unpacked": round(real / sum(lengths), 4)}
+
     packable = sum(1 for i in range(n) if pairs["chosen_prompt"][i] > 0
                    and pairs["chosen_prompt"][i] == pairs["rejected_prompt"][i]
                    and chosen[i][: pairs["chosen_prompt"][i]] == rejected[i][: pairs["rejected_prompt"][i]])
-    return {"pairs": n, "packable_pairs": packable, "batch": batch, "sequence_tokens": sum(lengths), "trl": unpacked(trl_batches),
-            "smorm": unpacked(smorm_batches),
-            "smorm_shared_prompt": {"real_tokens": real, "slots": slots, "padding_fraction": round(1 - real / slots, 4),
-                                    "tokens_vs_unpacked": round(real / sum(lengths), 4)}}
+    return {"pairs": n, "packable_pairs": packable, "batch": batch, "sequence_tokens": sum(lengths),
+            "trl": unpacked(trl_batches), "smorm_padded": unpacked(smorm_batches),
+            "smorm_shared_prompt_pair_per_row": packed(one_per_row), "smorm": packed(padding_free)}
 
 
 # ---------------------------------------------------------------- workers (one measurement each)
@@ -134,7 +145,7 @@ def worker_smorm(args: argparse.Namespace, pairs: dict[str, Any], subset: list[i
     with tempfile.TemporaryDirectory() as folder:
         config = RunConfig.model_validate(run_config(args.backbone_ref, common_sources(args.data), args.max_length,
                                                      args.batch, args.steps, folder, args.bf16,
-                                                     args.shared_prompt, args.seed))
+                                                     args.toolkit == "smorm-padded", args.seed))
         trainer = Trainer(config, show_progress=False)
         trainer.setup()
         full = trainer.data
@@ -147,19 +158,18 @@ def worker_smorm(args: argparse.Namespace, pairs: dict[str, Any], subset: list[i
             rejected_prompt_lengths=pick(full.rejected_prompt_lengths), margins=pick(full.margins),
             pair_source_ids=pick(full.pair_source_ids), sources=full.sources, rating_ids=[],
             rating_prompt_lengths=[], ratings=[], attributes=full.attributes)
-        trainer.plan = StepPlan.build(config.train, len(subset), 0, 1)
-        data = trainer.data  # grouped as the trainer groups them (its __init__ did this for the whole set)
-        trainer.plan.pair_lengths = pair_widths(data.chosen, data.rejected, data.chosen_prompt_lengths,
-                                                data.rejected_prompt_lengths, args.shared_prompt)
+        trainer._all_sequences = trainer.data.all_sequences()  # the subset's, as setup built them for the whole set
+        data = trainer.data  # grouped as the trainer groups them (its setup did this for the whole set)
+        trainer.plan = StepPlan.build(config.train, len(subset), 0, 1, pair_lengths=pair_widths(
+            data.chosen, data.rejected, data.chosen_prompt_lengths, data.rejected_prompt_lengths, trainer.packing))
         trainer.scheduler = trainer._scheduler()
-        packed_path = install_packed_forward(trainer.model) if args.shared_prompt else "unpacked"
         # what each step's batch holds, from the trainer's own schedule and input builder
         real = slots = 0
         for micro in range(trainer.plan.total_micro):
             indices = step_indices(trainer.plan, micro, config.train.seed, 0, trainer.data.chosen, [])
-            if args.shared_prompt:
+            if trainer.packing:
                 packed = trainer._packed_inputs(indices)["packed"]
-                real += int((packed.last_index.max(dim=1).values + 1).sum())
+                real += packed.num_tokens
                 slots += packed.input_ids.numel()
             else:
                 rows = [len(trainer.data.chosen[i]) for i in indices.pairs] + \
@@ -181,32 +191,8 @@ def worker_smorm(args: argparse.Namespace, pairs: dict[str, Any], subset: list[i
         start, cpu_start = time.perf_counter(), time.process_time()
         done = trainer.train()
     return {"seconds": ends[-1] - start, "cpu_seconds": cpu_end[-1] - cpu_start, "step_seconds": [round(b - a, 3) for a, b in zip([start, *ends], ends)],
-            "steps": len(ends), "computed_tokens": real, "computed_slots": slots, "packed_path": packed_path,
+            "steps": len(ends), "computed_tokens": real, "computed_slots": slots, "packed": trainer.packing,
             "model_flops": done.summary["compute"]["train"]["model_flops"]}
-
-
-def install_packed_forward(model: Any) -> str:
-    """Use RewardModel.forward(packed=...) when it exists; else run the packing functions directly.
-
-    The fallback is the same computation (packed backbone pass, each response's last-token state,
-    the heads), so it measures the packing's cost and saving before the trainer wiring lands.
-    """
-    import inspect
-
-    from smorm.models.packing import gather_segments, packed_hidden_states
-
-    if "packed" in inspect.signature(type(model).forward).parameters:
-        return "RewardModel.forward(packed=...)"
-    original = model.forward
-
-    def forward(packed: Any = None, packed_slots: Any = None, return_hidden: bool = False, **kwargs: Any) -> Any:
-        if packed is None:
-            return original(return_hidden=return_hidden, **kwargs)
-        segments = gather_segments(packed_hidden_states(model.base_model, packed), packed)  # [R, S, d]
-        return model.heads_forward(segments[packed_slots[:, 0], packed_slots[:, 1]])
-
-    model.forward = forward
-    return "bench fallback: packing.packed_hidden_states + gather_segments + heads_forward"
 
 
 def worker_trl(args: argparse.Namespace, pairs: dict[str, Any], subset: list[int]) -> dict[str, Any]:
@@ -306,7 +292,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (1: on a loaded 2-core machine 2 threads oversubscribe and run ~7x slower)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both toolkits")
-    parser.add_argument("--shared-prompt", action="store_true", help="also run smorm with train.shared_prompt")
+    parser.add_argument("--padded", action="store_true", help="also run smorm with train.shared_prompt: false "
+                        "(padded, length-grouped batches)")
     parser.add_argument("--no-trl", action="store_true")
     parser.add_argument("--name", default=None, help="results file name (default from the options)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -329,26 +316,26 @@ def main() -> None:
     padding = epoch_padding(pairs, args.batch, args.seed)
     padding_by_batch = {b: epoch_padding(pairs, b, args.seed) for b in sorted({4, 8, 16, 32, args.batch})}
     for b, pad in padding_by_batch.items():
-        print(f"  batch {b:2d}: padding TRL {pad['trl']['padding_fraction']:.1%}, smorm "
-              f"{pad['smorm']['padding_fraction']:.1%} (grouped by max(chosen, rejected)), shared prompt "
-              f"{pad['smorm_shared_prompt']['padding_fraction']:.1%}")
+        print(f"  batch {b:2d}: padding TRL {pad['trl']['padding_fraction']:.1%}, smorm padded "
+              f"{pad['smorm_padded']['padding_fraction']:.1%} (grouped by max(chosen, rejected)), shared prompt "
+              f"one pair per row {pad['smorm_shared_prompt_pair_per_row']['padding_fraction']:.1%}, smorm "
+              f"(padding-free rows) {pad['smorm']['padding_fraction']:.1%}; TRL slots / smorm slots "
+              f"{pad['trl']['slots'] / pad['smorm']['slots']:.2f}")
     print(f"{len(pairs['chosen'])} pairs; padding over one whole epoch at batch {args.batch}: "
-          f"TRL {padding['trl']['padding_fraction']:.1%}, smorm {padding['smorm']['padding_fraction']:.1%}, "
-          f"smorm shared prompt {padding['smorm_shared_prompt']['padding_fraction']:.1%} "
-          f"(packed rows hold {padding['smorm_shared_prompt']['tokens_vs_unpacked']:.1%} of the unpacked tokens; "
+          f"TRL {padding['trl']['padding_fraction']:.1%}, smorm padded {padding['smorm_padded']['padding_fraction']:.1%}, "
+          f"smorm {padding['smorm']['padding_fraction']:.1%} "
+          f"(packed rows hold {padding['smorm']['tokens_vs_unpacked']:.1%} of the unpacked tokens; "
           f"{padding['packable_pairs']} pairs share an identical prompt after truncation)")
     peaks = {"smorm": common.matmul_peak(args.bf16, args.threads),  # where smorm's trainer runs
              "trl": common.matmul_peak(args.bf16, args.threads, "cpu")}  # use_cpu=True
-    variants = [("smorm", False)] + ([("smorm-shared-prompt", True)] if args.shared_prompt else []) + \
-               ([] if args.no_trl else [("trl", False)])
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v, _ in variants}
+    variants = ["smorm"] + (["smorm-padded"] if args.padded else []) + ([] if args.no_trl else ["trl"])
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for rep in range(args.reps):
         subset = sorted(random.Random(args.seed + rep).sample(range(len(pairs["chosen"])), args.batch * args.steps))
-        for variant, shared in variants:
-            extra = ["--shared-prompt"] if shared else []
-            extra += ["--bf16"] if args.bf16 else []
+        for variant in variants:
+            extra = ["--bf16"] if args.bf16 else []
             result = common.run_worker(SCRIPT, [
-                "--toolkit", "trl" if variant == "trl" else "smorm", "--backbone-ref", ref, "--data", args.data,
+                "--toolkit", variant, "--backbone-ref", ref, "--data", args.data,
                 "--max-length", str(args.max_length), "--batch", str(args.batch), "--steps", str(args.steps),
                 "--seed", str(args.seed), "--threads", str(args.threads), "--pairs-file", str(pairs_file),
                 "--subset", json.dumps(subset), *extra])

@@ -218,7 +218,17 @@ class TrainConfig(Strict):
                                   "layers (top_k) or features (frozen)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward instead of "
                                          "storing them: less memory, ~30% more compute (large backbones)")
-    shared_prompt: bool = Field(False, description="encode each pair's prompt once (causal backbones; 4D mask)")
+    shared_prompt: bool | Literal["auto"] = Field(
+        "auto", description="encode each pair's prompt once, in training and in the top_k/frozen caching pass "
+        "(a 4D mask; issue 15). auto: on for causal backbones, off with a message for encoders and GRM losses; "
+        "false: padded batches")
+    padding_free: bool = Field(True, description="with the shared prompt on: several pairs and rated responses per "
+                               "packed row (block-diagonal mask, positions restarting per sequence), rows no longer "
+                               "than the step's longest pair, so almost no slot is padding")
+    token_budget: int | None = Field(
+        None, ge=1, description="pair batches of about this many tokens (a pair's packed width: prompt once, both "
+        "responses) instead of pair_batch_size pairs; the number of pairs per step then varies. Ratings keep "
+        "rating_batch_size. Not with balance_sources or ranked lists")
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -309,10 +319,9 @@ class RunConfig(Strict):
         if lists and self.train.balance_sources:
             raise ValueError(f"train.balance_sources draws pairs one at a time and would split the ranked lists of "
                              f"{', '.join(lists)} (ranking.into: list): use ranking.into: pairs, or balance_sources: false")
-        if self.train.shared_prompt and self.train.trunk not in ("full", "lora"):
-            raise ValueError("train.shared_prompt packs token ids: use it with trunk full or lora")
-        if self.train.shared_prompt and "lm" in needs:
-            raise ValueError("train.shared_prompt cannot be combined with GRM losses (they need unpacked hidden states)")
+        if self.train.token_budget is not None and (self.train.balance_sources or lists):
+            raise ValueError("train.token_budget cuts pair batches by tokens: not with train.balance_sources or "
+                             "ranked lists (ranking.into: list), which fix the pairs of each batch")
         return self
 
 

@@ -18,14 +18,14 @@ def test_packed_and_unpacked_reports_agree(tiny_reward_model, bench_files, monke
     encoded = [formatter.encode(p, r) for p, r in loaded.table.items]
     sequences, starts = [e.input_ids for e in encoded], [e.response_start for e in encoded]
     packed_tokens: list[int] = []
-    real = packing.pack_rows
+    real = packing.pack_layout
 
-    def recording(prompts, responses, pad_id):
-        rows = real(prompts, responses, pad_id)
-        packed_tokens.append(rows.num_tokens)
-        return rows
+    def recording(rows, pad_id):
+        packed = real(rows, pad_id)
+        packed_tokens.append(packed.num_tokens)
+        return packed
 
-    monkeypatch.setattr(packing, "pack_rows", recording)
+    monkeypatch.setattr(packing, "pack_layout", recording)
     assert packs_by_default(tiny_reward_model)
     unpacked = score_sequences(tiny_reward_model, sequences, 4, False, False, response_starts=starts, pack=False)
     assert packed_tokens == []

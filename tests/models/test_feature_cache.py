@@ -177,3 +177,50 @@ def test_a_backbone_loaded_with_its_lm_head_finds_the_same_features(tiny_llama_d
         assert part_a == part_b
         assert part_key("llama", part_a, "fp32", torch.float32, weights_a) == part_key(
             "llama", part_b, "fp32", torch.float32, weights_b)
+
+
+def test_a_plan_chooses_the_chunks_and_must_name_every_sequence(tmp_path):
+    seen = Counting()
+    sequences = [[1, 2], [3], [4, 5, 6]]
+    FeatureStore(tmp_path, "k").build(sequences, seen, 8, show_progress=False, plan=lambda ids: [[2, 0], [1]])
+    assert seen.seen == [[4, 5, 6], [1, 2], [3]]
+    with pytest.raises(ValueError, match="every missing sequence exactly once"):
+        FeatureStore(tmp_path, "other").build(sequences, Counting(), 8, show_progress=False, plan=lambda ids: [[0]])
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_packed_lower_pass_stores_the_padded_states_and_computes_each_prompt_once(tiny_llama_dir, tmp_path,
+                                                                                 implementation):
+    import copy
+
+    from smorm.models import packing
+    from smorm.models.cached_scoring import CachedTrunkScorer
+
+    model = make_model(tiny_llama_dir)
+    model.base_model.config._attn_implementation = implementation
+    prompt = [5, 6, 7, 8, 9, 10]
+    sequences = [prompt + [20, 21], prompt + [22], [11, 12, 13, 14], prompt + [23, 24, 25], [30, 31]]
+    starts = [6, 6, 2, 6, 0]
+    padded = CachedTrunkScorer(copy.deepcopy(model), top_k=1, store_root=tmp_path / "padded")
+    padded_out = padded.score_token_ids(sequences, batch_size=4)
+    rows: list = []
+    real = packing.pack_layout
+
+    def recording(layout, pad_id):
+        rows.append(real(layout, pad_id))
+        return rows[-1]
+
+    packing.pack_layout = recording
+    try:
+        packed = CachedTrunkScorer(copy.deepcopy(model), top_k=1, store_root=tmp_path / "packed")
+        packed_out = packed.score_token_ids(sequences, batch_size=4, response_starts=starts)
+    finally:
+        packing.pack_layout = real
+    torch.testing.assert_close(packed_out.single, padded_out.single, rtol=1e-4, atol=1e-4)
+    # the states stored are the padded pass's, sequence by sequence
+    read = [FeatureStore(tmp_path / name, next((tmp_path / name).iterdir()).name).build(
+        sequences, Counting(fail_after=0), 4, show_progress=False) for name in ("padded", "packed")]
+    for a, b in zip(*read, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+    # the prompt ran once for its three responses: 2 * 6 tokens fewer than the sequences hold
+    assert sum(r.num_tokens for r in rows) == sum(map(len, sequences)) - 2 * len(prompt)

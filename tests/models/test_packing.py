@@ -63,3 +63,61 @@ def test_pooling_helper_agrees_with_reward_model_pooling(tiny_llama_dir):
     packed = pack_rows([[5, 6]], [[[7]]], model.tokenizer.pad_token_id)
     packed_pooled = gather_segments(packed_hidden_states(model.base_model, packed), packed)[:, 0]
     assert torch.allclose(packed_pooled, pool_last_token(hidden, mask), atol=1e-5)
+
+
+def test_units_fill_rows_first_fit_decreasing():
+    from smorm.models.packing import fill_rows
+
+    # capacity 7 (the longest unit), longest first: 7 alone; 5 + 2; 4 + 3; then 1 fits nowhere but a new row
+    assert fill_rows([5, 7, 2, 4, 3, 1]) == [[1], [0, 2], [3, 4], [5]]
+    assert fill_rows([5, 7, 2], padding_free=False) == [[0], [1], [2]]
+    assert fill_rows([]) == []
+
+
+def test_block_diagonal_mask_and_restarting_positions():
+    from smorm.models.packing import Unit, pack_units
+
+    # unit 0: prompt [1, 2] with responses [3] and [4] (4 tokens); unit 1: no prompt, response [7];
+    # unit 2 (5 tokens) sets the capacity: it takes a row alone, units 0 and 1 share the other
+    units = [Unit([1, 2], [[3], [4]]), Unit([], [[7]]), Unit([20, 21, 22], [[23], [24]])]
+    packed, slots, rows = pack_units(units, pad_id=0)
+    assert rows == [[2], [0, 1]] and slots == [[(1, 0), (1, 1)], [(1, 2)], [(0, 0), (0, 1)]]
+    assert packed.input_ids.tolist() == [[20, 21, 22, 23, 24], [1, 2, 3, 4, 7]]
+    assert packed.position_ids[1].tolist() == [0, 1, 2, 2, 0]
+    assert packed.last_index[1].tolist() == [2, 3, 4] and packed.prompt_last[1].tolist() == [1, 1, 4]
+    assert packed.attention_mask[1, 0].int().tolist() == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 1, 0],
+        [0, 0, 0, 0, 1],  # the second unit sees nothing of the first
+    ]
+    # off: one unit per row
+    assert pack_units(units, pad_id=0, padding_free=False)[2] == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_padding_free_rows_give_the_padded_scores_and_gradients(tiny_llama_dir, implementation):
+    """Several pairs and rated responses per row: the scores and gradients of separate sequences."""
+    from smorm.models.packing import Unit, pack_units, slot_tensor
+
+    model = make_model(tiny_llama_dir)
+    model.base_model.config._attn_implementation = implementation
+    units = [Unit([5, 6, 7, 8, 9, 10], [[20, 21, 22], [30, 31]]), Unit([11, 12, 13], [[23], [32, 33, 34, 35]]),
+             Unit([14, 15], [[40, 41]]), Unit([], [[50, 51, 52]]), Unit([16], [[60]])]
+    packed, slots, rows = pack_units(units, model.tokenizer.pad_token_id)
+    assert len(rows) < len(units)  # several units share a row
+    flat = [slot for unit_slots in slots for slot in unit_slots]
+    packed_scores = model(packed=packed, packed_slots=slot_tensor(flat)).single
+    packed_scores.sum().backward()
+    packed_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    sequences = [u.prompt + r for u in units for r in u.responses]
+    ids, mask = pad(sequences, model.tokenizer.pad_token_id, "right")
+    separate = model(input_ids=ids, attention_mask=mask).single
+    separate.sum().backward()
+    assert torch.allclose(packed_scores, separate, atol=1e-4)
+    for name, grad in packed_grads.items():
+        assert torch.allclose(grad, dict(model.named_parameters())[name].grad, atol=1e-4), name
+    assert packed.num_tokens == sum(len(u) for u in units)

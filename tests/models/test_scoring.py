@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from smorm.models import packing, scoring
-from smorm.models.scoring import PackedRow, plan_rows, row_batches, shared_prompt_groups
+from smorm.models.scoring import sequence_units, shared_prompt_groups, unit_batches
 from tests.models.test_reward_model import GATED_HEADS, make_model
 
 PROMPT_A = [5, 6, 7, 8, 9, 10, 11, 12]
@@ -17,14 +17,14 @@ PROMPT_C = [60, 61, 62, 63, 64]
 def spy_pack_rows(monkeypatch) -> list[int]:
     """Record the real-token count of every packed batch."""
     tokens: list[int] = []
-    real = packing.pack_rows
+    real = packing.pack_layout
 
-    def recording(prompts, responses, pad_id):
-        packed = real(prompts, responses, pad_id)
+    def recording(rows, pad_id):
+        packed = real(rows, pad_id)
         tokens.append(packed.num_tokens)
         return packed
 
-    monkeypatch.setattr(packing, "pack_rows", recording)
+    monkeypatch.setattr(packing, "pack_layout", recording)
     return tokens
 
 
@@ -55,17 +55,23 @@ def test_groups_split_shared_prompts_from_unique_ones():
     assert shared_prompt_groups([[1, 2], [1, 2], [1, 2, 3]], [0, 2, 2]) == ([], [0, 1, 2])
 
 
-def test_rows_respect_the_row_budget_and_batches_the_padded_budgets():
-    sequences = [[1, 2, 3, 10, 11], [1, 2, 3, 12], [1, 2, 3, 13, 14, 15]]  # prompt 3, responses 2, 1, 3
-    assert plan_rows([[0, 1, 2]], sequences, [3, 3, 3], max_row_tokens=9) == [PackedRow([1, 2, 3], [0, 1, 2])]
-    # 3 + 2 + 1 = 6 tokens fit in 7; the third response starts a new row with the prompt again
-    assert plan_rows([[0, 1, 2]], sequences, [3, 3, 3], max_row_tokens=7) == [
-        PackedRow([1, 2, 3], [0, 1]), PackedRow([1, 2, 3], [2])]
-    # widths 6, 5, 4, 2: with 12 token slots, [6, 5] takes 2 * 6 = 12, then [4, 2] takes 2 * 4 = 8
-    rows = [PackedRow([], [i]) for i in range(4)]
-    assert row_batches(rows, [4, 6, 2, 5], token_budget=12, score_budget=1000) == [[1, 3], [0, 2]]
-    # an attention-score budget of 60 allows one row of width 6 (36) but not two (72)
-    assert row_batches(rows, [4, 6, 2, 5], token_budget=100, score_budget=60) == [[1], [3, 0], [2]]
+def test_units_share_a_prompt_and_spread_when_too_long():
+    sequences = [[1, 2, 3, 10, 11], [1, 2, 3, 12], [1, 2, 3, 13, 14, 15], [7, 8, 9], [4, 5]]
+    starts = [3, 3, 3, 1, 2]  # the last one has no response tokens: left to the padded path
+    units, members, single = sequence_units(sequences, starts, batch_size=4)
+    # the longest sequence is 6 tokens, sqrt(4) * 6 = 12 bounds a unit: the shared prompt takes all three
+    assert [(u.prompt, u.responses) for u in units] == [([1, 2, 3], [[10, 11], [12], [13, 14, 15]]), ([7], [[8, 9]])]
+    assert members == [[0, 1, 2], [3]] and single == [4]
+    # batch_size 1: a unit holds at most 6 tokens, so the group spreads over two units, each with the prompt
+    units, members, _ = sequence_units(sequences, starts, batch_size=1)
+    assert [u.responses for u in units[:2]] == [[[10, 11], [12]], [[13, 14, 15]]] and members[:2] == [[0, 1], [2]]
+
+
+def test_unit_batches_fill_the_token_budget_longest_first():
+    # lengths 4, 6, 2, 5 with 12 tokens per batch: [6, 5] (11), then [4, 2] (6)
+    assert unit_batches([4, 6, 2, 5], token_budget=12) == [[1, 3], [0, 2]]
+    # a unit longer than the budget goes alone
+    assert unit_batches([20, 3], token_budget=10) == [[0], [1]]
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
@@ -81,9 +87,9 @@ def test_packed_scores_equal_unpacked_in_input_order(tiny_llama_dir, implementat
     for i, sequence in enumerate(sequences):
         alone = model.score_token_ids([sequence], response_starts=[starts[i]])
         assert torch.allclose(packed.single[i], alone.single[0], atol=1e-4), i
-    # prompt A (8 tokens) and B (3) were each encoded once: 3 * 8 + 2 * 3 tokens fewer than unpacked
-    shared = [0, 2, 3, 5, 6]
-    assert sum(tokens) == sum(len(sequences[i]) for i in shared) - 2 * len(PROMPT_A) - len(PROMPT_B)
+    # prompt A (8 tokens) and B (3) were each encoded once: 2 * 8 + 1 * 3 tokens fewer than unpacked,
+    # and the unique-prompt sequences went into the same padding-free rows
+    assert sum(tokens) == sum(map(len, sequences)) - 2 * len(PROMPT_A) - len(PROMPT_B)
 
 
 def test_rm_bench_like_prompt_with_six_responses(tiny_llama_dir, monkeypatch):
@@ -152,8 +158,8 @@ def test_pack_needs_response_starts(tiny_llama_dir):
         model.score_token_ids([[1, 2, 3]], pack=True)
 
 
-def test_all_unique_prompts_score_exactly_as_unpacked(tiny_llama_dir):
+def test_all_unique_prompts_score_as_unpacked(tiny_llama_dir):
     model = make_model(tiny_llama_dir)
     sequences, starts = [PROMPT_A + [20], PROMPT_B + [21, 22]], [len(PROMPT_A), len(PROMPT_B)]
     packed = model.score_token_ids(sequences, response_starts=starts, pack=True)
-    assert torch.equal(packed.single, model.score_token_ids(sequences, response_starts=starts).single)
+    assert torch.allclose(packed.single, model.score_token_ids(sequences, response_starts=starts).single, atol=1e-5)

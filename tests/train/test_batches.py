@@ -66,3 +66,40 @@ def test_pairs_are_grouped_by_the_wider_row():
     plan.pair_lengths = pair_widths(chosen, rejected, [1] * 4, [1] * 4, shared_prompt=False)
     batches = [sorted(step_indices(plan, m, 0, 0, chosen, []).pairs) for m in range(2)]
     assert sorted(batches) == [[0, 2], [1, 3]]  # the two long-rejected pairs share a batch
+
+
+def test_token_budget_batches_hold_about_the_budget_and_resume():
+    """train.token_budget: pair batches cut by tokens (each pair's width), not by count."""
+    import random
+
+    import pytest
+
+    widths = [random.Random(i).randint(20, 300) for i in range(40)]
+    train = TrainConfig(token_budget=1000, epochs=2)
+    plan = StepPlan.build(train, num_pairs=40, num_ratings=0, world_size=1, pair_lengths=widths)
+    assert plan.micro_per_epoch == -(-sum(widths) // 1000)  # ceil(total tokens / budget)
+    chosen = [[1]] * 40
+    for epoch in range(2):
+        batches = [step_indices(plan, epoch * plan.micro_per_epoch + m, 3, 0, chosen, []).pairs
+                   for m in range(plan.micro_per_epoch)]
+        assert sorted(i for b in batches for i in b) == list(range(40))  # each pair once per epoch
+        share = sum(widths) / plan.micro_per_epoch
+        # a batch exceeds its even share of the tokens by less than one pair
+        assert all(sum(widths[i] for i in b) < share + max(widths) for b in batches)
+        assert len({len(b) for b in batches}) > 1  # the pair count varies with the widths
+    again = [step_indices(plan, m, 3, 0, chosen, []).pairs for m in range(plan.micro_per_epoch)]
+    assert again == [step_indices(plan, m, 3, 0, chosen, []).pairs for m in range(plan.micro_per_epoch)]
+    with pytest.raises(ValueError, match="needs the width of every pair"):
+        StepPlan.build(train, num_pairs=40, num_ratings=0, world_size=1)
+
+
+def test_token_budget_refuses_balanced_sources():
+    import pytest
+    from pydantic import ValidationError
+
+    from smorm.train.config import RunConfig
+
+    with pytest.raises(ValidationError, match="token_budget"):
+        RunConfig.model_validate({"data": {"pairs": [{"path": "a.jsonl"}]}, "losses": [{"name": "bt"}],
+                                  "model": {"heads": {"single": {"kind": "linear"}}},
+                                  "train": {"token_budget": 512, "balance_sources": True}})

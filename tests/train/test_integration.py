@@ -111,14 +111,19 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_llama_dir, tmp_path):
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
 
 
-def test_shared_prompt_packing_gives_the_same_gradients(tiny_llama_dir, tmp_path):
-    """train.shared_prompt packs each pair's prompt once; the first step's gradients are unchanged."""
-    grads = []
+@pytest.mark.parametrize("trunk, padding_free", [("full", True), ("full", False), ("lora", True), ("top_k", True),
+                                                  ("top_k", False)])
+def test_shared_prompt_packing_gives_the_same_gradients(tiny_llama_dir, tmp_path, trunk, padding_free):
+    """train.shared_prompt packs each pair's prompt once (and, padding-free, several pairs and rated
+    responses per row; under top_k also in the caching pass): the first step's gradients are unchanged."""
+    grads, tokens = [], []
     for shared in (False, True):
-        raw = tiny_config(tmp_path / str(shared), tiny_llama_dir, trunk="full", steps=1)
-        raw["train"].update(shared_prompt=shared, max_grad_norm=None)
+        raw = tiny_config(tmp_path / str(shared), tiny_llama_dir, trunk=trunk, steps=1)
+        raw["train"].update(shared_prompt=shared, padding_free=padding_free, max_grad_norm=None,
+                            cache_dir=str(tmp_path / f"store-{shared}"))
         trainer = Trainer(RunConfig.model_validate(raw), show_progress=False)
         trainer.setup()
+        assert trainer.packing is shared
         # packing groups batches by packed width; use one grouping so both runs see the same pairs
         trainer.plan.pair_lengths = [len(c) for c in trainer.data.chosen]
         model = trainer.model_unwrapped
@@ -129,28 +134,42 @@ def test_shared_prompt_packing_gives_the_same_gradients(tiny_llama_dir, tmp_path
             return step(*args, **kwargs)
 
         trainer.optimizer.step = recording_step
+        indices = step_indices(trainer.plan, 0, raw["train"].get("seed", 42), 0, trainer.data.chosen,
+                               trainer.data.rating_ids)
         if shared:
-            packed = trainer._packed_inputs(step_indices(trainer.plan, 0, raw["train"].get("seed", 42), 0,
-                                                         trainer.data.chosen, trainer.data.rating_ids))
-            unpacked_tokens = sum(len(trainer.data.chosen[i]) + len(trainer.data.rejected[i])
-                                  for i in range(trainer.data.num_pairs))
-            assert packed["packed"].num_tokens > 0 and unpacked_tokens > 0
+            packed = trainer._packed_inputs(indices)["packed"]
+            tokens.append((packed.num_tokens, packed.input_ids.numel()))
+        if trunk == "top_k":  # the caching pass: packed states equal the padded pass's
+            tokens.append([trainer.features[i].clone() for i in range(len(trainer.features))])
         trainer.train()
     plain, packed_grads = grads
-    assert plain.keys() == packed_grads.keys() and len(plain) > 5
+    assert plain.keys() == packed_grads.keys() and len(plain) > 1
     for name in plain:
-        assert torch.allclose(plain[name], packed_grads[name], atol=1e-5), name
+        assert torch.allclose(plain[name], packed_grads[name], atol=1e-4), name
+    if trunk == "top_k":
+        padded_states, (real, slots), packed_states = tokens
+        assert len(padded_states) == len(packed_states)
+        for a, b in zip(padded_states, packed_states, strict=True):
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+    else:
+        (real, slots), = tokens
+    if padding_free:
+        assert 1 - real / slots < 0.2  # several units per row: little padding left
 
 
-def test_grm_trains_on_cached_lower_layers(tiny_llama_dir, tmp_path):
-    """GRM's LM regulariser under top_k: the top layers run from cached states, the token ids come along."""
+def test_grm_trains_on_cached_lower_layers(tiny_llama_dir, tmp_path, caplog):
+    """GRM's LM regulariser under top_k: the top layers run from cached states, the token ids come along;
+    the shared prompt (on by default) falls back to padded batches with a message."""
     tree = tiny_config(tmp_path, tiny_llama_dir, trunk="top_k", steps=2)
     tree["method"] = "grm_sft"
     tree["model"].update(heads={"single": {"kind": "linear"}}, mode="F", with_lm_head=True)
     tree["data"]["ratings"] = []
     tree["losses"] = [{"name": "grm_sft", "options": {"alpha": 0.5, "beta": 0.1}}]
     trainer = Trainer(RunConfig.model_validate(tree), show_progress=False)
-    trainer.setup()
+    with caplog.at_level("INFO", logger="smorm"):
+        trainer.setup()
+    assert trainer.packing is False
+    assert any("auto -> off" in r.getMessage() and "GRM" in r.getMessage() for r in caplog.records)
     top = {n: p.detach().clone() for n, p in trainer.model_unwrapped.named_parameters() if ".layers.1." in n}
     trainer.train()
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -158,3 +177,25 @@ def test_grm_trains_on_cached_lower_layers(tiny_llama_dir, tmp_path):
     assert any(key.startswith("grm_sft/") and key != "grm_sft/loss" for key in log[0])
     changed = [n for n, p in trainer.model_unwrapped.named_parameters() if n in top and not torch.equal(p, top[n])]
     assert changed
+
+
+def test_an_encoder_falls_back_to_padded_batches_with_a_message(tiny_tokenizer, caplog):
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, BertModel
+
+    from smorm.models.reward_model import RewardModel, RewardModelConfig
+
+    bert = BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=1,
+                                num_attention_heads=4, intermediate_size=64, pad_token_id=tiny_tokenizer.pad_token_id))
+    model = RewardModel(bert, tiny_tokenizer, RewardModelConfig(backbone="tiny-bert", attributes=["a"], is_decoder=False,
+                                                                heads={"single": {"kind": "linear"}}))
+    for wanted, level in (("auto", "INFO"), (True, "WARNING")):
+        stub = SimpleNamespace(config=SimpleNamespace(train=SimpleNamespace(shared_prompt=wanted)), model=model,
+                               _loss_needs=[{"pairs"}], is_main=True)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="smorm"):
+            assert Trainer._resolve_packing(stub) is False
+        assert [r.levelname for r in caplog.records] == [level] and "not a causal model" in caplog.text
+    stub.config.train.shared_prompt = False
+    assert Trainer._resolve_packing(stub) is False

@@ -55,7 +55,7 @@ def test_full_run_counts_the_real_tokens_and_its_mfu(tiny_llama_dir, tmp_path, c
               + steps * sum(len(x.input_ids) for x in rated))
     rows = steps * (len(PAIRS) + len(RATINGS))
     with caplog.at_level(logging.INFO, logger="smorm"):
-        summary = one_epoch(tmp_path, tiny_llama_dir)
+        summary = one_epoch(tmp_path, tiny_llama_dir, shared_prompt=False)
     train = summary["compute"]["train"]
     layer, heads = weights_by_hand(tiny_llama_dir)
     assert (train["tokens"], train["rows"], train["lm_tokens"]) == (tokens, rows, 0)
@@ -86,18 +86,42 @@ def test_a_shared_prompt_counts_once(tiny_llama_dir, tmp_path):
     assert train["model_flops"] == 6 * 2 * layer * tokens + 6 * heads * 2 * (len(PAIRS) + len(RATINGS))
 
 
+def packed_tokens(sequences: dict[tuple[int, ...], int]) -> int:
+    """Tokens of distinct sequences ``{ids: response_start}`` when the sequences that share a prompt
+    run as one unit: each prompt once, then every response (a sequence without both is whole)."""
+    by_prompt: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    total = 0
+    for ids, start in sequences.items():
+        if 0 < start < len(ids):
+            by_prompt.setdefault(ids[:start], []).append(ids)
+        else:
+            total += len(ids)
+    return total + sum(len(prompt) + sum(len(ids) - len(prompt) for ids in members)
+                       for prompt, members in by_prompt.items())
+
+
+@pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("trunk", ["top_k", "frozen"])
-def test_the_caching_pass_counts_its_own_tokens(tiny_llama_dir, tmp_path, trunk):
+def test_the_caching_pass_counts_its_own_tokens(tiny_llama_dir, tmp_path, trunk, shared):
     pairs, rated = encoded_data(tiny_llama_dir)
-    every = {tuple(s.input_ids) for c, r in pairs for s in (c, r)} | {tuple(x.input_ids) for x in rated}
-    sequence_tokens = sum(len(c.input_ids) + len(r.input_ids) for c, r in pairs)
+    starts = {tuple(s.input_ids): s.response_start for c, r in pairs for s in (c, r)}
+    starts.update({tuple(x.input_ids): x.response_start for x in rated})
+    every = set(starts)
+    if shared:  # training: each pair's prompt once; the caching pass: each distinct prompt once
+        assert all(c.response_start == r.response_start for c, r in pairs)
+        sequence_tokens = sum(len(c.input_ids) + len(r.input_ids) - c.response_start for c, r in pairs)
+        cached_tokens = packed_tokens(starts)
+        assert cached_tokens < sum(map(len, every))
+    else:
+        sequence_tokens = sum(len(c.input_ids) + len(r.input_ids) for c, r in pairs)
+        cached_tokens = sum(map(len, every))
     step_tokens = sequence_tokens + 2 * sum(len(x.input_ids) for x in rated)
     rows = 2 * (len(PAIRS) + len(RATINGS))
-    compute = one_epoch(tmp_path, tiny_llama_dir, trunk=trunk)["compute"]
+    compute = one_epoch(tmp_path, tiny_llama_dir, trunk=trunk, shared_prompt=shared)["compute"]
     layer, heads = weights_by_hand(tiny_llama_dir)
     caching, train = compute["caching"], compute["train"]
     # top_k = 1 of 2 layers: the caching pass runs layer 0, training layer 1; frozen: all, then the heads
-    assert (caching["sequences"], caching["tokens"]) == (len(every), sum(map(len, every)))
+    assert (caching["sequences"], caching["tokens"]) == (len(every), cached_tokens)
     assert caching["model_flops"] == 2 * {"top_k": 1, "frozen": 2}[trunk] * layer * caching["tokens"]
     assert caching["mfu"] == pytest.approx(caching["model_flops"] / caching["seconds"] / PEAK)
     if trunk == "top_k":

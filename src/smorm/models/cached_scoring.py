@@ -11,17 +11,18 @@ benchmark table computes the table's lower layers once instead of twenty times.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from smorm.models.devices import autocast, module_device, move_to
-from smorm.models.feature_cache import FeatureStore, part_key
+from smorm.models.feature_cache import FeatureStore, part_key, sequence_key
 from smorm.models.gate_spec import GATE_HEAD
+from smorm.models.packing import PackedRows, Unit
 from smorm.models.reward_model import RewardModel
-from smorm.models.scoring import length_sorted_batches
+from smorm.models.scoring import can_pack, length_sorted_batches, sequence_units, unit_batches
 from smorm.models.trunk import apply_trunk_mode, cached_part
 from smorm.types import RewardOutput
 
@@ -46,6 +47,68 @@ def lower_states(lower: Any, chunk: list[list[int]], pad_id: int, device: torch.
     with torch.no_grad(), autocast(device, bf16):
         hidden = lower(batch.input_ids, batch.attention_mask).float().cpu()
     return [hidden[i, : len(ids)] for i, ids in enumerate(chunk)]
+
+
+class PackedStates:
+    """The caching pass in packed rows: each prompt through the lower layers once for all its responses,
+    several sequences per row (issue 15), split back into per-sequence states for the store.
+
+    A causal backbone's state at a token depends only on the tokens before it, so the states of a
+    ``prompt ⊕ response`` sequence are the prompt's states followed by the response segment's, read
+    from the packed row; they equal the padded pass's up to float rounding (tested). The store keeps
+    them per sequence as before, so packed and padded passes share one store.
+
+    Args:
+        run: packed rows -> ``[R, L, d]`` states (:meth:`~smorm.models.trunk.LowerTrunk.packed`, or the
+            whole backbone for ``frozen``).
+        starts: each sequence's response start, by :func:`~smorm.models.feature_cache.sequence_key`
+            (a sequence not in it is a unit of its own).
+        token_budget: real tokens per forward (``cache_batch_size`` times the longest sequence).
+        pooled: keep each sequence's last-token state only (``frozen``), not all its states.
+    """
+
+    def __init__(self, run: Callable[[PackedRows], torch.Tensor], starts: Mapping[str, int], pad_id: int,
+                 device: torch.device, bf16: bool, token_budget: int, pooled: bool = False,
+                 padding_free: bool = True) -> None:
+        self.run, self.starts, self.pad_id, self.device, self.bf16 = run, starts, pad_id, device, bf16
+        self.token_budget, self.pooled, self.padding_free = token_budget, pooled, padding_free
+        self.last_tokens = 0  # real tokens of the last call's rows (a shared prompt counted once)
+
+    def units(self, sequences: Sequence[list[int]]) -> tuple[list[Unit], list[list[int]]]:
+        """Units of ``sequences``: the responses to one prompt share one, every other sequence is its own."""
+        starts = [self.starts.get(sequence_key(ids), 0) for ids in sequences]
+        units, members, single = sequence_units(sequences, starts, max(1, self.token_budget // max(map(len, sequences))))
+        for index in single:
+            units.append(Unit([], [list(sequences[index])]))
+            members.append([index])
+        return units, members
+
+    def plan(self, sequences: list[list[int]]) -> list[list[int]]:
+        """Chunks of sequence indices, each a batch of whole units within the token budget."""
+        units, members = self.units(sequences)
+        return [[i for u in batch for i in members[u]] for batch in unit_batches([len(u) for u in units],
+                                                                                 self.token_budget)]
+
+    def __call__(self, chunk: list[list[int]]) -> list[torch.Tensor]:
+        from smorm.models.packing import pack_units
+
+        units, members = self.units(chunk)
+        packed, slots, _ = pack_units(units, self.pad_id, self.padding_free)
+        self.last_tokens = packed.num_tokens
+        with torch.no_grad(), autocast(self.device, self.bf16):
+            hidden = self.run(move_to(packed, self.device)).float().cpu()
+        states: list[torch.Tensor] = [torch.empty(0)] * len(chunk)
+        for u, unit in enumerate(units):
+            p = len(unit.prompt)
+            for k, (row, segment) in enumerate(slots[u]):
+                end = int(packed.last_index[row, segment]) + 1
+                if self.pooled:
+                    states[members[u][k]] = hidden[row, end - 1]
+                    continue
+                prompt_end = int(packed.prompt_last[row, segment]) + 1
+                prompt = hidden[row, prompt_end - p : prompt_end] if p else hidden[row, :0]
+                states[members[u][k]] = torch.cat([prompt, hidden[row, end - len(unit.responses[k]) : end]])
+        return states
 
 
 def feature_store(model: RewardModel, trunk: str, top_k: int, precision: str, storage: torch.dtype,
@@ -78,7 +141,9 @@ class CachedTrunkScorer:
         self.config = model.config
         self.top_k = top_k
         self.store_root = Path(store_root)
-        self.lower = apply_trunk_mode(model, "top_k", top_k)
+        lower = apply_trunk_mode(model, "top_k", top_k)
+        assert lower is not None  # top_k always has a lower part
+        self.lower = lower
         model.requires_grad_(False)
         model.eval()
 
@@ -94,13 +159,21 @@ class CachedTrunkScorer:
         pad_id = self.tokenizer.pad_token_id
         lower = self.lower
 
-        def compute(chunk: list[list[int]]) -> list[torch.Tensor]:
+        def padded(chunk: list[list[int]]) -> list[torch.Tensor]:
             return lower_states(lower, chunk, pad_id, device, autocast_bf16)
 
+        compute: Callable[[list[list[int]]], list[torch.Tensor]] = padded
+        plan = None
+        if response_starts is not None and can_pack(self.model) and sequences:
+            # the lower layers in packed rows: each prompt once for all its responses (issue 15)
+            starts = {sequence_key(ids): start for ids, start in zip(sequences, response_starts, strict=True)}
+            packed = PackedStates(lower.packed, starts, pad_id, device, autocast_bf16,
+                                  batch_size * max(map(len, sequences)))
+            compute, plan = packed, packed.plan
         store = feature_store(self.model, "top_k", self.top_k, "bf16" if autocast_bf16 else "fp32", torch.float32,
                               self.store_root)
         features = store.build(list(sequences), compute, batch_size, description="lower layers",
-                               show_progress=show_progress, lazy=True)
+                               show_progress=show_progress, lazy=True, plan=plan)
 
         def score_rows(rows: list[int]) -> RewardOutput:
             hidden, mask = pad_hidden([features[i] for i in rows])

@@ -171,11 +171,15 @@ class FeatureStore:
 
     def build(self, sequences: Sequence[Sequence[int]], compute: Callable[[list[list[int]]], list[torch.Tensor]],
               batch_size: int, dtype: torch.dtype = torch.float32, description: str = "caching features",
-              show_progress: bool = True, lazy: bool = False) -> CachedFeatures:
-        """Compute the sequences not yet stored (length-sorted batches), then return all of them.
+              show_progress: bool = True, lazy: bool = False,
+              plan: Callable[[list[list[int]]], list[list[int]]] | None = None) -> CachedFeatures:
+        """Compute the sequences not yet stored, then return all of them.
 
         ``compute`` maps a list of token sequences to one tensor per sequence (padding removed);
         tensors are stored in ``dtype``. A sequence that occurs several times is computed once.
+        ``plan`` cuts the missing sequences into the chunks ``compute`` gets (indices into its argument;
+        default :func:`length_sorted_chunks` of ``batch_size``): a packed pass keeps the responses to one
+        prompt in one chunk. A shard is written as soon as it holds ``shard_size`` sequences.
         ``lazy``: read each feature from its (memory-mapped) shard when asked for, instead of all now.
         """
         from tqdm.auto import tqdm
@@ -190,23 +194,38 @@ class FeatureStore:
             if key not in where and key not in missing:
                 missing[key] = list(ids)
         todo = list(missing)
+        todo_ids = [missing[k] for k in todo]
+        chunks = (plan or (lambda ids: length_sorted_chunks(ids, batch_size)))(todo_ids) if todo else []
+        if sorted(i for chunk in chunks for i in chunk) != list(range(len(todo))):
+            raise ValueError("a feature plan must name every missing sequence exactly once")
+        features: dict[str, torch.Tensor] = {}
+
+        def flush() -> None:
+            name = hashlib.sha256("".join(sorted(features)).encode()).hexdigest()[:16]
+            path = self.root / f"shard-{name}.safetensors"
+            atomic_save_tensors(path, features)
+            where.update(dict.fromkeys(features, path))
+            features.clear()
+
         with tqdm(total=len(todo), desc=description, unit="seq", disable=not show_progress or not todo) as bar:
-            for start in range(0, len(todo), self.shard_size):
-                shard_keys = sorted(todo[start : start + self.shard_size], key=lambda k: -len(missing[k]))
-                features: dict[str, torch.Tensor] = {}
-                for offset in range(0, len(shard_keys), batch_size):
-                    chunk = shard_keys[offset : offset + batch_size]
-                    for key, feature in zip(chunk, compute([missing[k] for k in chunk])):
-                        features[key] = feature.detach().to(dtype).contiguous().cpu()
-                    bar.update(len(chunk))
-                name = hashlib.sha256("".join(sorted(features)).encode()).hexdigest()[:16]
-                path = self.root / f"shard-{name}.safetensors"
-                atomic_save_tensors(path, features)
-                where.update(dict.fromkeys(features, path))
+            for chunk in chunks:
+                for index, feature in zip(chunk, compute([todo_ids[i] for i in chunk]), strict=True):
+                    features[todo[index]] = feature.detach().to(dtype).contiguous().cpu()
+                bar.update(len(chunk))
+                if len(features) >= self.shard_size:
+                    flush()
+            if features:
+                flush()
         absent = [k for k in keys if k not in where]
         if absent:
             raise RuntimeError(f"feature store {self.root} lacks {len(absent)} sequences after computing them")
         return CachedFeatures(keys, where, lazy=lazy)
+
+
+def length_sorted_chunks(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices longest first, ``batch_size`` per chunk (little padding in each)."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def lower_part_parameters(model: nn.Module, excluded: Iterable[nn.Module]) -> list[tuple[str, torch.Tensor]]:

@@ -294,18 +294,17 @@ class RewardModel(nn.Module):
                 backbones only: that state has seen the prompt alone (004 Sec. 3.2).
             prompt_pooled: ``[N, d]`` the prompt feature computed elsewhere (cached, or a prompt-only
                 pass for an encoder, whose states at the prompt have seen the response).
-            packed: :class:`smorm.models.packing.PackedRows` (shared-prompt rows, causal backbones);
-                the output rows are the response segments named by ``packed_slots [N, 2]``
-                (row, segment), in that order.
+            packed: :class:`smorm.models.packing.PackedRows` (shared-prompt, padding-free rows, causal
+                backbones); the output rows are the response segments named by ``packed_slots [N, 2]``
+                (row, segment), in that order. With ``hidden_states`` (top_k), those are the cached
+                lower-layer states laid out as the packed tokens and only the top layers run.
         """
         if packed is not None:
-            from smorm.models.packing import packed_hidden_states
-
             if packed_slots is None:
                 raise ValueError("packed rows need packed_slots naming the (row, segment) of each output")
-            hidden = packed_hidden_states(self.base_model, packed)
-            rows, segments = packed_slots[:, 0], packed_slots[:, 1]
-            return self.heads_forward(hidden[rows, packed.last_index[rows, segments]])
+            if return_hidden:
+                raise ValueError("packed rows have no per-sequence hidden states to return (GRM trains unpacked)")
+            return self.packed_forward(packed, packed_slots, hidden_states)
         if pooled is not None:
             return self.heads_forward(pooled, prompt_pooled)
         if attention_mask is None:
@@ -330,6 +329,29 @@ class RewardModel(nn.Module):
         if return_hidden:
             output.extra["hidden"] = last_hidden
         return output
+
+    def packed_forward(self, packed: Any, packed_slots: torch.Tensor, hidden_states: torch.Tensor | None = None,
+                       with_prompt: bool = False) -> RewardOutput:
+        """Score the response segments ``packed_slots [N, 2]`` (row, segment) of packed rows
+        (:class:`smorm.models.packing.PackedRows`), in that order.
+
+        With ``hidden_states`` (top_k) those are the cached lower-layer states laid out as the packed
+        tokens (:func:`smorm.models.packing.pack_states`) and only the top layers run. The prompt feature
+        (each segment's unit's last prompt token, 004 Sec. 3.2) is read from the same rows for a gate,
+        or when ``with_prompt``.
+        """
+        from smorm.models.packing import packed_hidden_states
+
+        if hidden_states is not None:
+            if self.upper_trunk is None:
+                raise RuntimeError("hidden_states given but no upper trunk is set (top_k mode not set up)")
+            upper: Any = self.upper_trunk  # a smorm.models.trunk.UpperTrunk (not imported here: trunk imports this)
+            hidden = upper.packed(hidden_states, packed)
+        else:
+            hidden = packed_hidden_states(self.base_model, packed)
+        rows, segments = packed_slots[:, 0], packed_slots[:, 1]
+        prompt = hidden[rows, packed.prompt_last[rows, segments]] if with_prompt or GATE_HEAD in self.heads else None
+        return self.heads_forward(hidden[rows, packed.last_index[rows, segments]], prompt)
 
     # ---------------------------------------------------------------- scoring
 

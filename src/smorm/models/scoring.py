@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from smorm.models.devices import autocast, module_device, move_to
 from smorm.models.gate_spec import GATE_HEAD
+from smorm.models.packing import Unit
 from smorm.models.pooling import pool_last_token
 from smorm.types import RewardOutput
 
@@ -64,15 +65,12 @@ def score_token_ids(model: RewardModel, sequences: Sequence[list[int]], batch_si
     was_training = model.training
     model.eval()
     try:
-        groups: list[list[int]] = []
-        single = list(range(len(sequences)))
-        if pack and can_pack(model):
-            assert response_starts is not None
-            groups, single = shared_prompt_groups(sequences, response_starts)
-        if not groups:
+        if not (pack and can_pack(model)):
             return score_padded(model, sequences, batch_size, autocast_bf16, response_starts, need_prompt)
         assert response_starts is not None
-        packed = score_packed(model, sequences, response_starts, groups, batch_size, autocast_bf16, need_prompt)
+        units, members, single = sequence_units(sequences, response_starts, batch_size)
+        packed = score_packed(model, units, members, batch_size * max(map(len, sequences)), autocast_bf16,
+                              need_prompt)
         padded = score_padded(model, [sequences[i] for i in single], batch_size, autocast_bf16,
                               [response_starts[i] for i in single], need_prompt)
         return in_input_order([packed, (single, padded)])
@@ -154,14 +152,6 @@ def prompt_inputs(model: RewardModel, sequences: list[list[int]], response_start
 # ---------------------------------------------------------------- shared-prompt packing
 
 
-@dataclass
-class PackedRow:
-    """One packed row: a prompt and the input indices of the responses that follow it, in row order."""
-
-    prompt: list[int]
-    members: list[int]
-
-
 def can_pack(model: RewardModel) -> bool:
     """True when the backbone is causal, takes position ids and runs an attention that accepts a 4D mask."""
     base = model.base_model
@@ -190,83 +180,86 @@ def shared_prompt_groups(sequences: Sequence[list[int]], response_starts: Sequen
     return groups, sorted(single)
 
 
-def plan_rows(groups: list[list[int]], sequences: Sequence[list[int]], response_starts: Sequence[int],
-              max_row_tokens: int) -> list[PackedRow]:
-    """Rows of ``prompt ⊕ responses`` no longer than ``max_row_tokens`` (a group too long for one row
-    is spread over several, each with the prompt); a row always holds at least one response."""
-    rows: list[PackedRow] = []
-    for members in groups:
-        start = response_starts[members[0]]
-        prompt = list(sequences[members[0]][:start])
-        row: list[int] = []
-        length = len(prompt)
-        for index in members:
-            response_length = len(sequences[index]) - start
-            if row and length + response_length > max_row_tokens:
-                rows.append(PackedRow(prompt, row))
-                row, length = [], len(prompt)
-            row.append(index)
-            length += response_length
-        rows.append(PackedRow(prompt, row))
-    return rows
+def sequence_units(sequences: Sequence[list[int]], response_starts: Sequence[int], batch_size: int
+                   ) -> tuple[list[Unit], list[list[int]], list[int]]:
+    """The packed units of scoring: the responses to one prompt share a unit (the prompt encoded once),
+    every other sequence is a unit of its own, so padding-free rows take them all.
 
+    A group too long for one unit is spread over several, each with the prompt: a unit holds at most
+    ``max(longest sequence, sqrt(batch_size) * longest)`` tokens, the attention scores of a padded batch
+    of ``batch_size`` sequences. A sequence without response tokens (``response_start >= len``) is left
+    to the padded path, where the gate reads its last token as the prompt's.
 
-def row_batches(rows: list[PackedRow], lengths: list[int], token_budget: int, score_budget: int
-                ) -> list[list[int]]:
-    """Longest-first batches of row indices whose padded size stays within both budgets.
-
-    A batch of ``R`` rows padded to ``L`` holds ``R * L`` token slots and ``R * L**2`` attention
-    scores per head; both stay at most what a padded batch of ``batch_size`` sequences of the longest
-    length would use (``token_budget``, ``score_budget``), so packing never needs more memory.
+    Returns:
+        ``(units, members, single)``: each unit's input indices in response order, and the indices left over.
     """
-    order = sorted(range(len(rows)), key=lambda r: -lengths[r])
+    longest = max(map(len, sequences))
+    max_unit = max(longest, math.isqrt(batch_size * longest * longest))
+    groups, _ = shared_prompt_groups(sequences, response_starts)
+    grouped = {i for members in groups for i in members}
+    units: list[Unit] = []
+    members: list[list[int]] = []
+    for group in groups:
+        start = response_starts[group[0]]
+        prompt = list(sequences[group[0]][:start])
+        unit: list[int] = []
+        for index in group:
+            if unit and len(prompt) + sum(len(sequences[i]) - start for i in [*unit, index]) > max_unit:
+                units.append(Unit(prompt, [list(sequences[i][start:]) for i in unit]))
+                members.append(unit)
+                unit = []
+            unit.append(index)
+        units.append(Unit(prompt, [list(sequences[i][start:]) for i in unit]))
+        members.append(unit)
+    single: list[int] = []
+    for index, (sequence, start) in enumerate(zip(sequences, response_starts, strict=True)):
+        if index in grouped:
+            continue
+        if start >= len(sequence):
+            single.append(index)
+            continue
+        units.append(Unit(list(sequence[:start]), [list(sequence[start:])]))
+        members.append([index])
+    return units, members, single
+
+
+def unit_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Longest-first batches of unit indices holding at most ``token_budget`` tokens (a unit longer
+    than the budget alone), each packed by :func:`smorm.models.packing.fill_rows` into rows as long as
+    its longest unit; so a batch computes about the tokens of a padded batch of ``batch_size`` sequences,
+    with almost none of them padding, and no row's attention is longer than its longest unit's."""
     batches: list[list[int]] = []
-    for r in order:
-        if batches:
-            width = lengths[batches[-1][0]]  # longest first: the batch's first row sets its width
-            count = len(batches[-1]) + 1
-            if count * width <= token_budget and count * width * width <= score_budget:
-                batches[-1].append(r)
-                continue
-        batches.append([r])
+    tokens = 0
+    for u in sorted(range(len(lengths)), key=lambda u: -lengths[u]):
+        if batches and tokens + lengths[u] <= token_budget:
+            batches[-1].append(u)
+            tokens += lengths[u]
+        else:
+            batches.append([u])
+            tokens = lengths[u]
     return batches
 
 
-def score_packed(model: RewardModel, sequences: Sequence[list[int]], response_starts: Sequence[int],
-                 groups: list[list[int]], batch_size: int, autocast_bf16: bool, need_prompt: bool
-                 ) -> tuple[list[int], RewardOutput]:
-    """Score the sequences of shared-prompt ``groups`` in packed rows.
+def score_packed(model: RewardModel, units: list[Unit], members: list[list[int]], token_budget: int,
+                 autocast_bf16: bool, need_prompt: bool) -> tuple[list[int], RewardOutput]:
+    """Score ``units`` in padding-free packed rows, ``token_budget`` real tokens per forward.
 
     Returns:
         ``(indices, output)``: the input indices scored, and their outputs in that order (float32).
     """
-    from smorm.models.packing import pack_rows, packed_hidden_states
+    from smorm.models.packing import pack_units, slot_tensor
 
-    longest = max(len(sequences[i]) for members in groups for i in members)
-    token_budget = batch_size * longest
-    score_budget = batch_size * longest * longest
-    max_row_tokens = max(longest, math.isqrt(score_budget))  # a lone row of L tokens has L**2 scores
-    rows = plan_rows(groups, sequences, response_starts, max_row_tokens)
     device = module_device(model)
-    lengths = [len(row.prompt) + sum(len(sequences[i]) - len(row.prompt) for i in row.members) for row in rows]
     indices: list[int] = []
     parts: list[RewardOutput] = []
-    for batch in row_batches(rows, lengths, token_budget, score_budget):
-        chosen_rows = [rows[r] for r in batch]
-        packed = pack_rows([row.prompt for row in chosen_rows],
-                           [[sequences[i][len(row.prompt):] for i in row.members] for row in chosen_rows],
-                           model.tokenizer.pad_token_id)
-        slot_rows = torch.tensor([r for r, row in enumerate(chosen_rows) for _ in row.members], dtype=torch.long)
-        slot_segments = torch.tensor([k for row in chosen_rows for k in range(len(row.members))], dtype=torch.long)
-        prompt_last = torch.tensor([len(row.prompt) - 1 for row in chosen_rows], dtype=torch.long)[slot_rows]
-        packed, slot_rows, slot_segments, prompt_last = move_to((packed, slot_rows, slot_segments, prompt_last), device)
+    for batch in unit_batches([len(unit) for unit in units], token_budget):
+        packed, slots, _ = pack_units([units[u] for u in batch], model.tokenizer.pad_token_id)
+        packed_slots = slot_tensor([slot for unit_slots in slots for slot in unit_slots])
+        packed, packed_slots = move_to((packed, packed_slots), device)
         with autocast(device, autocast_bf16):
-            hidden = packed_hidden_states(model.base_model, packed)  # [R, L, d]
-            pooled = hidden[slot_rows, packed.last_index[slot_rows, slot_segments]]  # [n, d]
-            prompt_pooled = hidden[slot_rows, prompt_last] if need_prompt else None
-            out = model.heads_forward(pooled, prompt_pooled)
+            out = model.packed_forward(packed, packed_slots, with_prompt=need_prompt)
         parts.append(as_host_float(out))
-        indices.extend(i for row in chosen_rows for i in row.members)
+        indices.extend(i for u in batch for i in members[u])
     return indices, concat_outputs(parts)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from smorm.models.feature_cache import lower_part_parameters
+from smorm.models.packing import PackedRows, attention_bias
 from smorm.models.reward_model import RewardModel, position_ids_from_mask
 
 TRUNK_MODES = ("full", "top_k", "frozen", "lora")
@@ -71,7 +72,11 @@ class _DecoderSlice(nn.Module):
         object.__setattr__(self, "view", view)  # not a submodule: parameters belong to the backbone
 
     def forward(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
-                hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+                hidden_states: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``attention_mask`` is ``[N, T]`` (positions follow from it) or a packed ``[R, 1, L, L]`` mask in the
+        form the attention takes (:func:`smorm.models.packing.attention_bias`) with its ``position_ids``."""
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
         # .forward, not __call__: the copy shares the base model's hook dicts, and an engine that
         # hooked the base model (DeepSpeed ZeRO-3 fetches each module's weights in a pre-forward
         # hook keyed by attributes it set on the original) would run them on the copy. The layers
@@ -80,7 +85,7 @@ class _DecoderSlice(nn.Module):
             input_ids=input_ids,
             inputs_embeds=hidden_states,
             attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
+            position_ids=position_ids,
         ).last_hidden_state
 
 
@@ -91,7 +96,9 @@ class _BertSlice(nn.Module):
         self.start, self.stop = start, stop
 
     def forward(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
-                hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+                hidden_states: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if position_ids is not None:
+            raise ValueError("an encoder's layers cannot run packed rows (they attend both ways)")
         base: Any = self.base
         if input_ids is not None:
             hidden_states = base.embeddings(
@@ -115,6 +122,7 @@ class LowerTrunk(nn.Module):
     def __init__(self, model: RewardModel, split: int) -> None:
         super().__init__()
         base = model.base_model
+        object.__setattr__(self, "base", base)  # not a submodule: parameters belong to the backbone
         if base.config.model_type in BERT_LIKE:
             self.part: nn.Module = _BertSlice(base, 0, split)
         else:
@@ -124,6 +132,12 @@ class LowerTrunk(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.part(attention_mask, input_ids=input_ids)
 
+    @torch.no_grad()
+    def packed(self, packed: PackedRows) -> torch.Tensor:
+        """The lower layers over packed rows: ``[R, L, d]`` (a causal backbone)."""
+        return self.part(attention_bias(cast(nn.Module, self.base), packed), input_ids=packed.input_ids,
+                         position_ids=packed.position_ids)
+
 
 class UpperTrunk(nn.Module):
     """Runs the top layers (and final norm) on cached hidden states: ``[N, T, d] -> [N, T, d]``."""
@@ -131,6 +145,7 @@ class UpperTrunk(nn.Module):
     def __init__(self, model: RewardModel, split: int) -> None:
         super().__init__()
         base = model.base_model
+        object.__setattr__(self, "base", base)  # not a submodule: parameters belong to the backbone
         total = num_layers(model)
         if base.config.model_type in BERT_LIKE:
             self.part: nn.Module = _BertSlice(base, split, total)
@@ -139,6 +154,12 @@ class UpperTrunk(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.part(attention_mask, hidden_states=hidden_states)
+
+    def packed(self, hidden_states: torch.Tensor, packed: PackedRows) -> torch.Tensor:
+        """The top layers over packed rows of cached states laid out as ``packed``'s tokens
+        (:func:`smorm.models.packing.pack_states`): ``[R, L, d]``."""
+        return self.part(attention_bias(cast(nn.Module, self.base), packed), hidden_states=hidden_states,
+                         position_ids=packed.position_ids)
 
 
 def apply_trunk_mode(model: RewardModel, mode: str, top_k: int = 2, lora: dict[str, Any] | None = None

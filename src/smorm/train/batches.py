@@ -51,6 +51,8 @@ class StepPlan:
     """With balance_sources: the pair indices of each source (empty list: batches are not balanced)."""
     pair_groups: list[list[int]] = field(default_factory=list, repr=False)
     """Pairs that share a batch, each a ranked list's links or one pair (empty list: pairs are batched one by one)."""
+    token_budget: int | None = None
+    """Pair batches cut by tokens (``pair_lengths``), ``micro_per_epoch`` of them per epoch, not by count."""
 
     @property
     def steps_per_epoch(self) -> float:
@@ -59,7 +61,8 @@ class StepPlan:
     @classmethod
     def build(cls, train: TrainConfig, num_pairs: int, num_ratings: int, world_size: int,
               pair_source_ids: Sequence[int] | None = None,
-              pair_groups: Sequence[Sequence[int]] | None = None) -> StepPlan:
+              pair_groups: Sequence[Sequence[int]] | None = None,
+              pair_lengths: Sequence[int] | None = None) -> StepPlan:
         """The step schedule of a run.
 
         Args:
@@ -70,6 +73,8 @@ class StepPlan:
             pair_source_ids: ``[num_pairs]`` source index of each pair; needed for ``train.balance_sources``.
             pair_groups: every pair index in exactly one group, a group being the links of one ranked
                 list (:func:`list_groups`); with a group of two or more, batches take whole groups.
+            pair_lengths: ``[num_pairs]`` each pair's width (:func:`pair_widths`), by which batches are
+                length-grouped; needed for ``train.token_budget`` (batches of about that many tokens).
         """
         if num_pairs == 0 and num_ratings == 0:
             raise ValueError("no training data: both data.pairs and data.ratings are empty")
@@ -89,6 +94,10 @@ class StepPlan:
             micro_per_epoch = math.ceil(num_pairs / train.pair_batch_size)
             if groups:
                 micro_per_epoch = min(micro_per_epoch, len(groups))
+            if train.token_budget is not None:
+                if pair_lengths is None or len(pair_lengths) != num_pairs:
+                    raise ValueError("train.token_budget needs the width of every pair (StepPlan.build(pair_lengths=...))")
+                micro_per_epoch = min(num_pairs, math.ceil(sum(pair_lengths) / train.token_budget))
         else:
             micro_per_epoch = math.ceil(num_ratings / train.rating_batch_size)
         total_micro = max(1, math.ceil(train.epochs * micro_per_epoch))
@@ -98,7 +107,7 @@ class StepPlan:
             total_micro = total_steps * train.grad_accum
         return cls(num_pairs, num_ratings, train.pair_batch_size, train.rating_batch_size, micro_per_epoch,
                    total_micro, total_steps, train.grad_accum, world_size, source_members=source_members,
-                   pair_groups=groups)
+                   pair_groups=groups, pair_lengths=list(pair_lengths or []), token_budget=train.token_budget)
 
 
 def list_groups(links: Sequence[ListLink | None]) -> list[list[int]]:
@@ -161,6 +170,13 @@ def _epoch_group_batches(groups: tuple[tuple[int, ...], ...], widths: tuple[int,
                          seed: int) -> list[list[int]]:
     group_widths = [max(widths[i] for i in group) for group in groups]
     return group_batches([len(g) for g in groups], group_widths, num_batches, seed)
+
+
+@lru_cache(maxsize=8)
+def _epoch_token_batches(widths: tuple[int, ...], num_batches: int, seed: int) -> list[list[int]]:
+    """One epoch's pair batches under ``train.token_budget``: :func:`group_batches` of one-pair groups
+    weighted by their widths, so each batch holds about ``sum(widths) / num_batches`` tokens."""
+    return group_batches(list(widths), list(widths), num_batches, seed)
 
 
 def source_groups(pair_source_ids: Sequence[int] | None, num_pairs: int, batch_size: int) -> list[list[int]]:
@@ -277,6 +293,14 @@ def step_indices(plan: StepPlan, micro: int, seed: int, rank: int,
         # processes take whole lists, strided; their shares may differ in pairs (compute_losses rescales)
         pair_idx = [i for g in batch_groups[rank :: plan.world_size] for i in groups[g]]
         global_pairs = sum(len(groups[g]) for g in batch_groups)
+    elif plan.num_pairs and plan.token_budget is not None:
+        # every pair a group of one, sized by its width: exactly micro_per_epoch batches of about
+        # token_budget tokens each (group_batches cuts at the token shares), the same on a resume
+        epoch, position = divmod(micro, plan.micro_per_epoch)
+        widths = tuple(plan.pair_lengths)
+        batch = _epoch_token_batches(widths, plan.micro_per_epoch, seed * 1000 + epoch)[position]
+        pair_idx = batch[rank :: plan.world_size]
+        global_pairs = len(batch)
     elif plan.num_pairs:
         if not plan.pair_lengths:
             plan.pair_lengths = [len(x) for x in chosen]

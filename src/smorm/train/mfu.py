@@ -78,14 +78,17 @@ class CachingWork:
     tokens: int = 0
     seconds: float = 0.0
 
-    def counting(self, compute: Callable[[list[list[int]]], list[torch.Tensor]]
+    def counting(self, compute: Callable[[list[list[int]]], list[torch.Tensor]], packed: Any = None
                  ) -> Callable[[list[list[int]]], list[torch.Tensor]]:
-        """``compute`` that first counts the sequences and real tokens it is given."""
+        """``compute`` that counts the sequences it is given and the real tokens it computes: every token
+        of a padded pass, or, for a packed pass (``packed``, a
+        :class:`~smorm.models.cached_scoring.PackedStates`), its rows' real tokens (a shared prompt once)."""
 
         def counted(chunk: list[list[int]]) -> list[torch.Tensor]:
             self.sequences += len(chunk)
-            self.tokens += sum(len(ids) for ids in chunk)
-            return compute(chunk)
+            states = compute(chunk)
+            self.tokens += packed.last_tokens if packed is not None else sum(len(ids) for ids in chunk)
+            return states
 
         return counted
 

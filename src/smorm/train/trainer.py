@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from smorm.io import atomic_write_json, atomic_write_text
-from smorm.models.cached_scoring import feature_store, lower_states, pad_hidden
+from smorm.models.cached_scoring import PackedStates, feature_store, lower_states, pad_hidden
 from smorm.models.devices import (
     accelerator_device,
     autocast,
@@ -29,9 +29,11 @@ from smorm.models.devices import (
     move_to,
     resolve_precision,
 )
-from smorm.models.feature_cache import CachedFeatures, feature_store_root, fingerprint
+from smorm.models.feature_cache import CachedFeatures, feature_store_root, fingerprint, sequence_key
 from smorm.models.flops import caching_weights, training_weights
+from smorm.models.packing import Unit, pack_states, pack_units, packed_hidden_states, slot_tensor
 from smorm.models.reward_model import RewardModel, RewardModelConfig, pool_last_token
+from smorm.models.scoring import can_pack
 from smorm.models.trunk import apply_trunk_mode, enable_gradient_checkpointing, merge_lora
 from smorm.train import checkpoint as ckpt
 from smorm.train import sharding, tracking
@@ -119,7 +121,12 @@ class Trainer:
         self.model.config.rating_scales = self.loaded.rating_scales
         self.data: TokenizedData = tokenize(self.loaded, self.model.tokenizer, config.data.max_length,
                                             self.show_progress and self.is_main)
+        self._all_sequences = self.data.all_sequences()  # chosen, rejected, rated: the features' order
         self.lower = apply_trunk_mode(self.model, config.train.trunk, config.train.top_k, config.train.lora.model_dump())
+        from smorm.losses import get_loss
+
+        self._loss_needs = [get_loss(loss.name).needs for loss in config.losses]
+        self.packing = self._resolve_packing()
         if config.train.gradient_checkpointing:
             enable_gradient_checkpointing(self.model, config.train.trunk)
         self.model.to(self.accelerator.device)  # the caching pass below runs where training will
@@ -128,12 +135,12 @@ class Trainer:
         self.work = WorkCounter()  # what the training steps compute
         if config.train.trunk in ("top_k", "frozen"):
             self.features = self._cache_features()
-        self.plan = StepPlan.build(config.train, self.data.num_pairs, self.data.num_ratings,
-                                   self.accelerator.num_processes, pair_source_ids=self.data.pair_source_ids,
-                                   pair_groups=list_groups(self.data.pair_links))
         data = self.data  # batches grouped by the width a pair's rows really take
-        self.plan.pair_lengths = pair_widths(data.chosen, data.rejected, data.chosen_prompt_lengths,
-                                             data.rejected_prompt_lengths, config.train.shared_prompt)
+        self.plan = StepPlan.build(config.train, data.num_pairs, data.num_ratings,
+                                   self.accelerator.num_processes, pair_source_ids=data.pair_source_ids,
+                                   pair_groups=list_groups(data.pair_links),
+                                   pair_lengths=pair_widths(data.chosen, data.rejected, data.chosen_prompt_lengths,
+                                                            data.rejected_prompt_lengths, self.packing))
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         # The scheduler is not prepared: accelerate would step it once per process per step, which
@@ -141,6 +148,30 @@ class Trainer:
         sharding.configure_deepspeed(self.accelerator, config.train)  # sizes the engine accelerate builds
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.setup_seconds = time.time() - started
+
+    def _resolve_packing(self) -> bool:
+        """Is ``train.shared_prompt`` on for this run? On by default (``auto``) for a causal backbone whose
+        attention takes a 4D mask; an encoder, or a GRM loss (whose LM regulariser reads every sequence's
+        own hidden states), falls back to padded batches with a message saying so."""
+        wanted = self.config.train.shared_prompt
+        if wanted is False:
+            return False
+        reason = None
+        if not can_pack(self.model):
+            reason = "the backbone is not a causal model whose attention takes a 4D mask (sdpa or eager)"
+        elif any("lm" in needs for needs in self._loss_needs):
+            reason = "GRM's LM regulariser needs each sequence's own hidden states"
+        if reason is None:
+            return True
+        if self.is_main:
+            (logger.warning if wanted is True else logger.info)(
+                "train.shared_prompt %s: padded batches, because %s", "off" if wanted is True else "auto -> off", reason)
+        return False
+
+    def _sequence_starts(self) -> list[int]:
+        """Each training sequence's response start (``all_sequences`` order: chosen, rejected, rated)."""
+        data = self.data
+        return [*data.chosen_prompt_lengths, *data.rejected_prompt_lengths, *data.rating_prompt_lengths]
 
     def _cache_features(self) -> CachedFeatures:
         """The lower part's features of every training sequence, from the shared per-sequence store.
@@ -150,7 +181,7 @@ class Trainer:
         """
         config = self.config
         model = self.model
-        sequences = self.data.all_sequences()
+        sequences = self._all_sequences
         pad_id = model.tokenizer.pad_token_id
         from smorm.data.collate import collate_sequences
 
@@ -171,6 +202,16 @@ class Trainer:
                 return list(pool_last_token(hidden, batch.attention_mask).float().cpu())
 
         caching = self.caching = CachingWork(caching_weights(model, config.train.trunk, config.train.top_k))
+        plan = packed = None
+        if self.packing and sequences:
+            # each prompt through the lower layers once for its chosen and rejected, several per row (issue 15)
+            starts = {sequence_key(ids): start for ids, start in zip(sequences, self._sequence_starts(), strict=True)}
+            run = (self.lower.packed if self.lower is not None
+                   else lambda rows: packed_hidden_states(model.base_model, rows))
+            packed = PackedStates(run, starts, pad_id, device, bf16,
+                                  config.train.cache_batch_size * max(map(len, sequences)),
+                                  pooled=config.train.trunk == "frozen", padding_free=config.train.padding_free)
+            compute, plan = packed, packed.plan
         storage = getattr(torch, config.train.cache_dtype)
         model.eval()
         # every process gathers (a collective) before the main one computes and the others wait for its cache
@@ -179,9 +220,9 @@ class Trainer:
                                   feature_store_root(config.train.cache_dir))
             with self.accelerator.main_process_first():
                 started = time.perf_counter()
-                features = store.build(sequences, caching.counting(compute), config.train.cache_batch_size,
+                features = store.build(sequences, caching.counting(compute, packed), config.train.cache_batch_size,
                                        dtype=storage, description=f"caching {store.describe['part']} features",
-                                       show_progress=self.show_progress and self.is_main)
+                                       show_progress=self.show_progress and self.is_main, plan=plan)
                 caching.seconds = time.perf_counter() - started
         self.cache_dir = store.root
         return features
@@ -222,45 +263,58 @@ class Trainer:
                                   self.model_unwrapped.tokenizer.pad_token_id)
         return move_to({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, device)
 
-    def _packed_inputs(self, indices: Any) -> dict[str, Any]:
-        """One packed row per pair (prompt once, then chosen and rejected) and per rated response.
+    def _step_units(self, indices: Any) -> tuple[list[tuple[list[int], int]], list[tuple[int, int]]]:
+        """A step's packed units and where each output sits in them.
 
-        A pair whose two sequences were truncated to different prompts (the prompt is cut from the
-        left to fit each response) is packed as two rows, so every score is exactly that of its own
-        ``prompt ⊕ response`` sequence. Output rows come back as [chosen, rejected, rated].
+        A pair whose two sequences start with the same prompt is one unit (the prompt once, then chosen and
+        rejected); a pair whose sequences were truncated to different prompts (the prompt is cut from the
+        left to fit each response) is two, and each rated response is one, so every score is exactly that
+        of its own ``prompt ⊕ response`` sequence.
+
+        Returns:
+            ``(units, outputs)``: each unit as (its responses' indices into ``all_sequences``, the prompt
+            length they share), and each output (chosen…, rejected…, rated…) as (unit, response).
         """
-        from smorm.models.packing import pack_rows
-
         data = self.data
-        prompts: list[list[int]] = []
-        responses: list[list[list[int]]] = []
-        slots: list[tuple[int, int]] = []  # (row, segment) of each output, in output order
-        chosen_slots, rejected_slots = [], []
+        pairs = data.num_pairs
+        units: list[tuple[list[int], int]] = []
+        chosen_at: list[tuple[int, int]] = []
+        rejected_at: list[tuple[int, int]] = []
+        rated_at: list[tuple[int, int]] = []
         for i in indices.pairs:
             c, r = data.chosen[i], data.rejected[i]
             cp, rp = data.chosen_prompt_lengths[i], data.rejected_prompt_lengths[i]
-            if cp > 0 and cp == rp and c[:cp] == r[:rp] and cp < len(c) and rp < len(r):
-                prompts.append(c[:cp])
-                responses.append([c[cp:], r[rp:]])
-                chosen_slots.append((len(prompts) - 1, 0))
-                rejected_slots.append((len(prompts) - 1, 1))
-            else:
-                for sequence, start, target in ((c, cp, chosen_slots), (r, rp, rejected_slots)):
-                    start = min(max(start, 1), len(sequence) - 1)
-                    prompts.append(sequence[:start])
-                    responses.append([sequence[start:]])
-                    target.append((len(prompts) - 1, 0))
-        rated_slots = []
+            if 0 < cp == rp and cp < len(c) and rp < len(r) and c[:cp] == r[:rp]:
+                units.append(([i, pairs + i], cp))
+                chosen_at.append((len(units) - 1, 0))
+                rejected_at.append((len(units) - 1, 1))
+                continue
+            for index, sequence, start, target in ((i, c, cp, chosen_at), (pairs + i, r, rp, rejected_at)):
+                units.append(([index], min(max(start, 1), len(sequence) - 1)))
+                target.append((len(units) - 1, 0))
         for j in indices.ratings:
             sequence = data.rating_ids[j]
-            start = min(max(data.rating_prompt_lengths[j], 1), len(sequence) - 1)
-            prompts.append(sequence[:start])
-            responses.append([sequence[start:]])
-            rated_slots.append((len(prompts) - 1, 0))
-        slots = chosen_slots + rejected_slots + rated_slots
-        packed = pack_rows(prompts, responses, self.model_unwrapped.tokenizer.pad_token_id)
-        return move_to({"packed": packed, "packed_slots": torch.tensor(slots, dtype=torch.long)},
-                       module_device(self.model))
+            units.append(([2 * pairs + j], min(max(data.rating_prompt_lengths[j], 1), len(sequence) - 1)))
+            rated_at.append((len(units) - 1, 0))
+        return units, chosen_at + rejected_at + rated_at
+
+    def _packed_inputs(self, indices: Any) -> dict[str, Any]:
+        """The step's units packed into padding-free rows (``train.padding_free``: several per row);
+        under ``top_k`` the cached lower-layer states laid out the same way, for the top layers only.
+        Output rows come back as [chosen, rejected, rated]."""
+        units, outputs = self._step_units(indices)
+        sequences = self._all_sequences
+        packed, slots, rows = pack_units(
+            [Unit(sequences[members[0]][:start], [sequences[m][start:] for m in members]) for members, start in units],
+            self.model_unwrapped.tokenizer.pad_token_id, self.config.train.padding_free)
+        inputs: dict[str, Any] = {"packed": packed, "packed_slots": slot_tensor([slots[u][k] for u, k in outputs])}
+        if self.config.train.trunk == "top_k":
+            features = self.features
+            assert features is not None
+            inputs["hidden_states"] = pack_states(
+                [(features[members[0]][:start], [features[m][start:] for m in members]) for members, start in units],
+                rows)
+        return move_to(inputs, module_device(self.model))
 
     def _autocast(self) -> Any:
         """bf16 autocast on the run's device when the resolved train.precision says so (the same setting
@@ -278,7 +332,8 @@ class Trainer:
                                self.data.chosen, self.data.rating_ids)
         seq = ([i for i in indices.pairs] + [self.data.num_pairs + i for i in indices.pairs]
                + [2 * self.data.num_pairs + j for j in indices.ratings])
-        inputs = self._packed_inputs(indices) if self.config.train.shared_prompt else self._inputs(seq)
+        packs = self.packing and self.config.train.trunk != "frozen"  # frozen: the heads read pooled features
+        inputs = self._packed_inputs(indices) if packs else self._inputs(seq)
         needs_lm = any("lm" in s for s in self._loss_needs)
         data = self.data
         self.work.add(inputs, lm_tokens(data.chosen, data.rejected, data.chosen_prompt_lengths,
@@ -300,10 +355,7 @@ class Trainer:
     def train(self) -> TrainResult:
         config = self.config
         accelerator = self.accelerator
-        from smorm.losses import get_loss
-
-        self._loss_needs = [get_loss(loss.name).needs for loss in config.losses]
-        self._all_sequences = self.data.all_sequences()
+        self._all_sequences = self.data.all_sequences()  # again: a bench or test may have swapped the data
         # the matmul weights a step runs, counted before LoRA is merged away at save time
         self._step_weights = training_weights(self.model_unwrapped, config.train.trunk, config.train.top_k,
                                               lm_head=any("lm" in needs for needs in self._loss_needs))
