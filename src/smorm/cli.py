@@ -174,21 +174,26 @@ def ensemble(
     config: Annotated[Path, typer.Argument(help="YAML run config of the member method (see configs/)")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every member")] = None,
     seeds: Annotated[list[str], typer.Option("--seeds", help="member seeds, e.g. --seeds 0 1 2")] = ["0", "1", "2"],  # noqa: B006
-    combine: Annotated[str, typer.Option(help="mean | min of the members' rewards")] = "mean",
-    mode: Annotated[str | None, typer.Option(help="members' mode before a min (default: theirs)")] = None,
+    combine: Annotated[str, typer.Option(
+        help="mean | min | uwo of the members' rewards (uwo: mean - λ·variance, Coste et al. 2024 Sec. 3)")] = "mean",
+    uwo_lambda: Annotated[float | None, typer.Option(
+        "--uwo-lambda", help="λ >= 0 of --combine uwo, the weight of the members' variance (required by uwo)")] = None,
+    mode: Annotated[str | None, typer.Option(help="members' mode before a min or uwo (default: theirs)")] = None,
     out: Annotated[Path | None, typer.Option(help="ensemble folder (default: OUTPUT_DIR-ensemble)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Train CONFIG once per seed into OUT/seed-<s> and write the ensemble folder OUT (mean or min)."""
+    """Train CONFIG once per seed into OUT/seed-<s> and write the ensemble folder OUT (mean, min or uwo)."""
+    from smorm.models.composite import check_combine
     from smorm.train.ensemble import member_configs, train_ensemble
 
     seed_list, rest = _split_seeds(seeds, list(overrides or []))
     try:
+        check_combine(combine, uwo_lambda, "--combine/--uwo-lambda")
         member_configs(config, seed_list, rest, out)  # every member's config is checked before any training
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         _fail(str(error))
     folder = train_ensemble(config, seed_list, rest, combine=combine, mode=mode, out=out,
-                            show_progress=not quiet)
+                            show_progress=not quiet, uwo_lambda=uwo_lambda)
     typer.echo(f"ensemble of {len(seed_list)} ({combine}) written to {folder}  (score it with: smorm score {folder} …)")
 
 
