@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from smorm.settings import DEVICE_HELP, Strict
 
@@ -55,8 +55,11 @@ class BoNSettings(Strict):
     num_prompts: int = Field(16, ge=1, description="prompts sampled from the set (seeded)")
     prompt_seed: int = Field(0, description="seed of that sample")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="how the policy samples")
-    pool: Path | None = Field(None, description="the pool file (default out_dir/pool.jsonl); reused and "
-                              "resumed when it exists")
+    pool: Path | None = Field(None, description="the pool file (default out_dir/pool.jsonl; a name ending in "
+                              ".gz is gzip-compressed); reused and resumed when it exists")
+    import_pool: bool = Field(False, description="--pool FILE was written by another generator (vLLM, say): "
+                              "score its prompts and responses as they are, generate nothing (layout: "
+                              "docs/reward-hacking.md); the policy, prompt and sampling options are then unused")
     attribute_model: str | None = Field(None, description="PATH of the model whose multi head rates the picks "
                                         "(default: the gold if it has a multi head, else each proxy's own)")
     grid_points: int = Field(30, ge=2, description="at most this many values of n on the curves")
@@ -73,6 +76,12 @@ class BoNSettings(Strict):
                                          "(keeps generation cheap)")
     threads: int | None = Field(None, ge=1, description=THREADS)
     device: str = Field("auto", description=DEVICE_HELP + " (the policy and the reward models)")
+
+    @model_validator(mode="after")
+    def _pool_to_import(self) -> BoNSettings:
+        if self.import_pool and self.pool is None:
+            raise ValueError("import_pool needs the file to import: --pool FILE")
+        return self
 
 
 class RLSettings(Strict):
