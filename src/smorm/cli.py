@@ -224,6 +224,27 @@ def study(
 
 
 @app.command()
+def synthetic(
+    config: Annotated[Path, typer.Argument(help="YAML recipe (see configs/synthetic/)")],
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """The synthetic-gold lab (Gao et al. 2023, Coste et al. 2024): train the gold, relabel the pairs at each
+    noise level, train every proxy on the labels, run Best-of-N against the gold ID and OOD.
+
+    Resumable: finished runs are not trained again, the gold's scores and the pools are kept.
+    """
+    from smorm.rlhf.synthetic import load_synthetic, plan, run_synthetic
+
+    try:
+        recipe, base_dir = load_synthetic(config)
+        plan(recipe, base_dir, where=str(config))  # every run config checked before anything trains
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        _fail(str(error))
+    run_synthetic(config, show_progress=not quiet, log=typer.echo)
+    typer.echo(f"recipe done: {Path(recipe.output_dir) / 'synthetic.json'}")
+
+
+@app.command()
 def combine(
     out: Annotated[Path, typer.Argument(help="folder to write the Baseline SM composite to")],
     sorm: Annotated[Path, typer.Option(help="SORM run or model folder (its single head: F)")],
