@@ -21,7 +21,7 @@ METHODS: dict[str, str] = {
     "odin": "quality + length heads, length-decorrelated; scores with the quality head (000 Sec. 3)",
     "more": "per-source BT weighted by Frank-Wolfe min-norm λ, equal share per source (003 Eq. 7-9)",
     "plackett_luce": "listwise -log Plackett-Luce likelihood of ranked lists (Stack Exchange, HelpSteer, Arena-Bench), ties by Breslow",
-    "ensemble": "k seeds of any method, mean or min of rewards: smorm ensemble CONFIG --seeds 0 1 2 (000 App. G.1)",
+    "ensemble": "k seeds of any method, mean, min or uwo (mean - λ·var, Coste et al. 2024) of rewards: smorm ensemble CONFIG --seeds 0 1 2 (000 App. G.1)",
     "baseline_sm": "SORM + MORM trained apart, F and L averaged, 2 passes: smorm combine --sorm A --morm B OUT (000 Sec. 3)",
 }
 

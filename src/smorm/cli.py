@@ -174,21 +174,26 @@ def ensemble(
     config: Annotated[Path, typer.Argument(help="YAML run config of the member method (see configs/)")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every member")] = None,
     seeds: Annotated[list[str], typer.Option("--seeds", help="member seeds, e.g. --seeds 0 1 2")] = ["0", "1", "2"],  # noqa: B006
-    combine: Annotated[str, typer.Option(help="mean | min of the members' rewards")] = "mean",
-    mode: Annotated[str | None, typer.Option(help="members' mode before a min (default: theirs)")] = None,
+    combine: Annotated[str, typer.Option(
+        help="mean | min | uwo of the members' rewards (uwo: mean - λ·variance, Coste et al. 2024 Sec. 3)")] = "mean",
+    uwo_lambda: Annotated[float | None, typer.Option(
+        "--uwo-lambda", help="λ >= 0 of --combine uwo, the weight of the members' variance (required by uwo)")] = None,
+    mode: Annotated[str | None, typer.Option(help="members' mode before a min or uwo (default: theirs)")] = None,
     out: Annotated[Path | None, typer.Option(help="ensemble folder (default: OUTPUT_DIR-ensemble)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Train CONFIG once per seed into OUT/seed-<s> and write the ensemble folder OUT (mean or min)."""
+    """Train CONFIG once per seed into OUT/seed-<s> and write the ensemble folder OUT (mean, min or uwo)."""
+    from smorm.models.composite import check_combine
     from smorm.train.ensemble import member_configs, train_ensemble
 
     seed_list, rest = _split_seeds(seeds, list(overrides or []))
     try:
+        check_combine(combine, uwo_lambda, "--combine/--uwo-lambda")
         member_configs(config, seed_list, rest, out)  # every member's config is checked before any training
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         _fail(str(error))
     folder = train_ensemble(config, seed_list, rest, combine=combine, mode=mode, out=out,
-                            show_progress=not quiet)
+                            show_progress=not quiet, uwo_lambda=uwo_lambda)
     typer.echo(f"ensemble of {len(seed_list)} ({combine}) written to {folder}  (score it with: smorm score {folder} …)")
 
 
@@ -216,6 +221,27 @@ def study(
     except DataError as error:
         _fail(str(error))
     typer.echo(f"study written to {out / 'study.md'}")
+
+
+@app.command()
+def synthetic(
+    config: Annotated[Path, typer.Argument(help="YAML recipe (see configs/synthetic/)")],
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """The synthetic-gold lab (Gao et al. 2023, Coste et al. 2024): train the gold, relabel the pairs at each
+    noise level, train every proxy on the labels, run Best-of-N against the gold ID and OOD.
+
+    Resumable: finished runs are not trained again, the gold's scores and the pools are kept.
+    """
+    from smorm.rlhf.synthetic import load_synthetic, plan, run_synthetic
+
+    try:
+        recipe, base_dir = load_synthetic(config)
+        plan(recipe, base_dir, where=str(config))  # every run config checked before anything trains
+    except Exception as error:  # noqa: BLE001 - shown to the user as is
+        _fail(str(error))
+    run_synthetic(config, show_progress=not quiet, log=typer.echo)
+    typer.echo(f"recipe done: {Path(recipe.output_dir) / 'synthetic.json'}")
 
 
 @app.command()

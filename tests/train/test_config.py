@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / "configs"
 # Folders of YAML that are not smorm run configs, each checked by its own test instead:
 # configs/accelerate/ holds `accelerate launch --config_file` files (tests/train/test_accelerate_configs.py),
-# configs/study/ study configs (tests/study/test_study_configs.py).
-NOT_RUN_CONFIGS = {CONFIG_ROOT / "accelerate", CONFIG_ROOT / "study"}
+# configs/study/ study configs (tests/study/test_study_configs.py), configs/synthetic/ synthetic-gold
+# recipes (tests/rlhf/test_synthetic.py).
+NOT_RUN_CONFIGS = {CONFIG_ROOT / "accelerate", CONFIG_ROOT / "study", CONFIG_ROOT / "synthetic"}
 CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*")
                  if p.suffix in {".yaml", ".yml"} and p.parent not in NOT_RUN_CONFIGS)
 

@@ -1,7 +1,8 @@
 """Reward models made of several trained models: seed ensembles and Baseline SM.
 
 * **Ensemble** (000 Sec. 5.1, App. G.1; Coste et al. 2024): k models trained with different seeds,
-  scored by the mean or the minimum of their rewards.
+  scored by the mean, the minimum (worst-case optimisation, WCO) or the mean minus ``λ`` times the
+  variance of their rewards (uncertainty-weighted optimisation, UWO; Coste et al. 2024 Sec. 3).
 * **Baseline SM** (000 Sec. 3): a SORM and a MORM trained separately and averaged at scoring time,
   two forward passes per response: the system SMORM replaces by one backbone.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from smorm.types import Message, RewardOutput
 
 COMPOSITE_NAME = "smorm_composite.json"
 KINDS = ("ensemble", "baseline_sm")
-COMBINES = ("mean", "min")
+COMBINES = ("mean", "min", "uwo")
 FORMAT_VERSION = 1
 
 
@@ -53,11 +55,13 @@ class CompositeSpec:
 
     Attributes:
         kind: ``ensemble`` or ``baseline_sm``.
-        combine: ``mean`` or ``min`` (Baseline SM is always ``mean``).
+        combine: ``mean``, ``min`` or ``uwo`` (Baseline SM is always ``mean``).
         members: member model folders (run folders or their ``model/``), relative to the composite folder
             unless absolute. Baseline SM: ``[sorm, morm]``.
         roles: one label per member (``seed-0`` …, or ``sorm`` / ``morm``).
-        mode: the mode each member is scored in before a ``min`` (None: the members' own default mode).
+        mode: the mode each member is scored in before a ``min`` or ``uwo`` (None: the members' own
+            default mode).
+        uwo_lambda: ``λ >= 0`` of ``uwo``, the weight of the members' variance (None for the others).
     """
 
     kind: str
@@ -65,6 +69,7 @@ class CompositeSpec:
     members: list[str]
     roles: list[str]
     mode: str | None = None
+    uwo_lambda: float | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -118,8 +123,7 @@ def parse_spec(raw: Any, source: str) -> CompositeSpec:
     spec = CompositeSpec(**raw)
     if spec.kind not in KINDS:
         raise ValueError(f"{source}: field 'kind' must be one of {KINDS}, got {spec.kind!r}")
-    if spec.combine not in COMBINES:
-        raise ValueError(f"{source}: field 'combine' must be one of {COMBINES}, got {spec.combine!r}")
+    check_combine(spec.combine, spec.uwo_lambda, source)
     if spec.mode is not None and spec.mode not in MODES:
         raise ValueError(f"{source}: field 'mode' must be one of {MODES} or null, got {spec.mode!r}")
     if not isinstance(spec.members, list) or not all(isinstance(m, str) for m in spec.members):
@@ -131,6 +135,21 @@ def parse_spec(raw: Any, source: str) -> CompositeSpec:
     if spec.kind == "ensemble" and len(spec.members) < 2:
         raise ValueError(f"{source}: field 'members': an ensemble needs at least 2 members")
     return spec
+
+
+def check_combine(combine: str, uwo_lambda: Any, source: str) -> None:
+    """``combine`` is known and ``uwo_lambda`` is a number ``>= 0`` exactly when it is ``uwo``."""
+    if combine not in COMBINES:
+        raise ValueError(f"{source}: field 'combine' must be one of {COMBINES}, got {combine!r}")
+    if combine != "uwo":
+        if uwo_lambda is not None:
+            raise ValueError(f"{source}: field 'uwo_lambda' is only read by combine 'uwo', not {combine!r}")
+        return
+    # bool is an int in Python; a lambda of `true` is a typo, not 1
+    if isinstance(uwo_lambda, bool) or not isinstance(uwo_lambda, int | float):
+        raise ValueError(f"{source}: field 'uwo_lambda' must be a number >= 0 for combine 'uwo', got {uwo_lambda!r}")
+    if not math.isfinite(uwo_lambda) or uwo_lambda < 0:
+        raise ValueError(f"{source}: field 'uwo_lambda' must be a finite number >= 0, got {uwo_lambda!r}")
 
 
 def member_paths(folder: str | os.PathLike[str], spec: CompositeSpec) -> list[Path]:
@@ -157,13 +176,14 @@ def write_composite(folder: str | os.PathLike[str], spec: CompositeSpec) -> Path
 
 def write_ensemble(
     folder: str | os.PathLike[str], members: Sequence[str | os.PathLike[str]], combine: str = "mean",
-    mode: str | None = None, roles: Sequence[str] | None = None,
+    mode: str | None = None, roles: Sequence[str] | None = None, uwo_lambda: float | None = None,
 ) -> Path:
-    """Write an ensemble composite of ``members`` (000 App. G.1: 3 seeds, mean or min)."""
+    """Write an ensemble composite of ``members`` (000 App. G.1: 3 seeds, mean or min; Coste et al. 2024
+    Sec. 3: ``uwo`` with its ``uwo_lambda``)."""
     folder = Path(folder)
     stored = [_stored_path(Path(m), folder) for m in members]
     labels = list(roles) if roles is not None else [f"member-{i}" for i in range(len(stored))]
-    return write_composite(folder, CompositeSpec("ensemble", combine, stored, labels, mode))
+    return write_composite(folder, CompositeSpec("ensemble", combine, stored, labels, mode, uwo_lambda))
 
 
 def write_baseline_sm(
@@ -220,8 +240,9 @@ def surface(spec: CompositeSpec, configs: Sequence[RewardModelConfig], source: s
     * ensemble, mean: the members' heads (all must have the same ones, the same attributes); each
       head's output is the members' mean, so every mode of the ensemble is the mean of the members'
       rewards in that mode (all three modes are linear in the heads).
-    * ensemble, min: one head, ``single`` = the minimum over members of their reward in ``mode``;
-      the min does not commute with the L/M averages, so no attribute modes are offered.
+    * ensemble, min or uwo: one head, ``single`` = the minimum over members of their reward in
+      ``mode`` (or its mean minus ``λ`` times its variance); neither commutes with the L/M averages,
+      so no attribute modes are offered: the mode is chosen when the ensemble is written.
     * ensemble, mean, every member gated: a ``gate`` head too, mode G = the members' mean G reward
       (the gate is not linear in the heads, so it is averaged reward by reward).
     * baseline_sm: ``single`` = the SORM's F, ``multi`` = the MORM's attributes, default mode M =
@@ -245,7 +266,7 @@ def surface(spec: CompositeSpec, configs: Sequence[RewardModelConfig], source: s
     for role, config in zip(spec.roles, configs, strict=True):
         if not set(needs) <= set(config.heads):
             raise ValueError(f"{source}: member {role!r} has no {' and '.join(needs)} head for mode {mode}")
-    if spec.combine == "min":
+    if spec.combine in ("min", "uwo"):
         return ("single",), CompositeConfig(max_length, [], "F")
     heads = [tuple(h for h in ("single", "multi") if h in c.heads) for c in configs]
     if len(set(heads)) != 1 or not heads[0]:
@@ -260,25 +281,45 @@ def surface(spec: CompositeSpec, configs: Sequence[RewardModelConfig], source: s
 # ---------------------------------------------------------------- combination (pure)
 
 
-def combine_ensemble(outputs: Sequence[RewardOutput], combine: str, mode: str = "F") -> RewardOutput:
+def uwo_rewards(member_rewards: torch.Tensor, uwo_lambda: float) -> torch.Tensor:
+    """Uncertainty-weighted optimisation (Coste et al. 2024 Sec. 3): ``mean_i R_i - λ · var_i R_i``.
+
+    The variance is the population variance over the k members (divided by k, not k - 1), per
+    sequence: the penalty is the members' disagreement on that response, not a sample estimate.
+
+    Args:
+        member_rewards: ``[k, N]`` each member's reward of N sequences.
+        uwo_lambda: ``λ >= 0``; 0 gives the plain mean.
+
+    Returns:
+        ``[N]`` the UWO reward.
+    """
+    mean = member_rewards.mean(dim=0)
+    variance = (member_rewards - mean).pow(2).mean(dim=0)
+    return mean - uwo_lambda * variance
+
+
+def combine_ensemble(outputs: Sequence[RewardOutput], combine: str, mode: str = "F",
+                     uwo_lambda: float | None = None) -> RewardOutput:
     """Combine k members' outputs on the same N sequences.
 
     Args:
         outputs: one `RewardOutput` per member, each ``single [N]``, ``attributes [N, K]``, ``pooled [N, d_i]``.
-        combine: ``mean`` (head by head) or ``min`` (of each member's reward in ``mode``).
-        mode: the members' mode for ``min``.
+        combine: ``mean`` (head by head), ``min`` or ``uwo`` (of each member's reward in ``mode``).
+        mode: the members' mode for ``min`` and ``uwo``.
+        uwo_lambda: ``λ`` of ``uwo`` (see :func:`uwo_rewards`).
 
     Returns:
         ``single [N]``, ``attributes [N, K]`` (mean only, when every member has them), ``pooled [N, Σ d_i]``
         (the members' features side by side); with ``mean``, ``extra["gate"] [N]`` = the members' mean
         gated reward when every member has a gate.
     """
+    check_combine(combine, uwo_lambda, "combine_ensemble")
     pooled = torch.cat([o.pooled for o in outputs], dim=-1)
-    if combine == "min":
+    if combine in ("min", "uwo"):
         rewards = torch.stack([reward_for_mode(o, mode) for o in outputs])  # [k, N]
-        return RewardOutput(single=rewards.min(dim=0).values, attributes=None, pooled=pooled)
-    if combine != "mean":
-        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+        single = rewards.min(dim=0).values if combine == "min" else uwo_rewards(rewards, float(uwo_lambda))  # type: ignore[arg-type]
+        return RewardOutput(single=single, attributes=None, pooled=pooled)
     singles = [o.single for o in outputs]
     attributes = [o.attributes for o in outputs]
     extra = {}
@@ -346,7 +387,7 @@ class CompositeScorer:
             scales = {head: member.head_scales[head] for head, member in (("F", sorm), ("L", morm))
                       if head in member.head_scales}
             return combine_baseline_sm(outputs[0], outputs[1], scales, sorm.mode_scale)
-        return combine_ensemble(outputs, self.spec.combine, self._member_mode)
+        return combine_ensemble(outputs, self.spec.combine, self._member_mode, self.spec.uwo_lambda)
 
     @torch.no_grad()
     def score(

@@ -13,7 +13,8 @@ log-probabilities, and greedy selection takes the argmax, which is an exact samp
 other prompts share its batch, and a resumed run gives the same samples as an uninterrupted one.
 
 The pool is jsonl, one line per prompt (``index``, ``key``, ``prompt``, ``responses``,
-``response_tokens``, ``finished``), appended and flushed as each batch completes; a sidecar
+``response_tokens``, ``finished``), appended and fsynced as each batch completes; a name ending in
+``.gz`` is written gzip-compressed, one gzip member per batch (:mod:`smorm.rlhf.pools`). A sidecar
 ``<pool>.meta.json`` (written atomically) records the policy and sampling settings, and a resumed
 run refuses different ones. A line cut short by a kill is dropped and regenerated.
 """
@@ -24,39 +25,20 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from smorm.data.spec import PromptRecord
-from smorm.io import atomic_write_json, atomic_write_text, read_json
+from smorm.io import atomic_write_json, read_json
 from smorm.models.devices import module_device, resolve_device
+from smorm.rlhf.pools import PoolEntry, append_pool_lines, prompt_key, read_pool, rewrite_complete
 from smorm.rlhf.settings import SamplingConfig
 from smorm.types import Message
 
 META_SUFFIX = ".meta.json"
-
-
-@dataclass
-class PoolEntry:
-    """One prompt of a pool and its sampled responses."""
-
-    index: int
-    key: str
-    prompt: list[Message]
-    responses: list[str]
-    response_tokens: list[int]
-    finished: list[bool]
-    category: str | None = None
-    origin: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def prompt_key(prompt: list[Message]) -> str:
-    """A short stable id of a prompt (hash of its messages)."""
-    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sample_seed(seed: int, key: str, sample_index: int) -> int:
@@ -204,38 +186,6 @@ def pool_meta(policy: str, config: SamplingConfig, keys: list[str], dtype: str) 
     return {"policy": policy, "dtype": dtype, "sampling": config.model_dump(), "prompt_keys": keys, "format_version": 1}
 
 
-def read_pool(path: str | os.PathLike[str]) -> list[PoolEntry]:
-    """The complete lines of a pool file; a last line cut short by a kill is ignored.
-
-    Raises:
-        ValueError: a malformed line that is not the last one (``path:line``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        return []
-    text = path.read_text()
-    lines = text.split("\n")
-    # Without a final newline the last line is the unterminated tail of an interrupted append.
-    tail = lines.pop() if not text.endswith("\n") else ""
-    entries: list[PoolEntry] = []
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            entries.append(_parse_entry(line, f"{path}:{number}"))
-    if tail.strip():
-        try:
-            entries.append(_parse_entry(tail, f"{path}:{len(lines) + 1}"))
-        except ValueError:
-            pass
-    return entries
-
-
-def _parse_entry(line: str, origin: str) -> PoolEntry:
-    try:
-        return PoolEntry(**json.loads(line))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise ValueError(f"{origin}: not a pool entry ({error})") from None
-
-
 def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
     if meta_path.is_file():
         existing = read_json(meta_path)
@@ -247,13 +197,6 @@ def _check_meta(meta_path: Path, meta: dict[str, Any]) -> None:
                 )
         return
     atomic_write_json(meta_path, meta)
-
-
-def _rewrite_complete(path: Path, entries: list[PoolEntry]) -> None:
-    """Drop a partial last line so appends start on a fresh line."""
-    text = "".join(json.dumps(asdict(e)) + "\n" for e in entries)
-    if not path.is_file() or path.read_text() != text:
-        atomic_write_text(path, text)
 
 
 def generate_pool(
@@ -272,7 +215,8 @@ def generate_pool(
     Args:
         policy: the policy reference (recorded in the meta file; loaded unless ``loaded`` is given).
         prompts: the prompt set, in order.
-        pool_path: the jsonl pool file (``<pool_path>.meta.json`` is written beside it).
+        pool_path: the jsonl pool file, gzip-compressed if its name ends in ``.gz``
+            (``<pool_path>.meta.json`` is written beside it).
         batch_rows: sequences per ``generate`` call: ``max(1, batch_rows // N)`` prompts at a time
             (a prompt whose N exceeds it is split into several calls).
         dtype: policy weight dtype.
@@ -292,22 +236,18 @@ def generate_pool(
     unknown = set(done) - set(keys)
     if unknown:
         raise ValueError(f"{path}: holds {len(unknown)} prompt(s) not in this prompt set")
-    _rewrite_complete(path, list(done.values()))
+    rewrite_complete(path, list(done.values()))
     todo = [i for i, key in enumerate(keys) if key not in done]
     if todo:
         model, tokenizer = loaded if loaded is not None else load_policy(policy, dtype, device=device)[:2]
         per_call = max(1, batch_rows // config.num_samples)
-        with open(path, "a") as handle:
-            for start in range(0, len(todo), per_call):
-                chunk = todo[start : start + per_call]
-                for entry in _sample_chunk(model, tokenizer, [prompts[i] for i in chunk], chunk, keys, config,
-                                           batch_rows):
-                    done[entry.key] = entry
-                    handle.write(json.dumps(asdict(entry)) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-                if progress is not None:
-                    progress(len(done), len(keys))
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
+            entries = _sample_chunk(model, tokenizer, [prompts[i] for i in chunk], chunk, keys, config, batch_rows)
+            append_pool_lines(path, [json.dumps(asdict(entry)) for entry in entries])  # fsynced
+            done.update((entry.key, entry) for entry in entries)
+            if progress is not None:
+                progress(len(done), len(keys))
     return [done[key] for key in keys]
 
 

@@ -22,7 +22,8 @@ from smorm.io import atomic_write_json, read_json
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
 from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired_gold_difference
-from smorm.rlhf.generate import PoolEntry, generate_pool
+from smorm.rlhf.generate import generate_pool
+from smorm.rlhf.pools import PoolEntry, read_imported_pool
 from smorm.rlhf.scorers import PoolScores, ScorerRef, parse_scorer, pool_scores
 from smorm.rlhf.settings import BoNSettings
 
@@ -40,11 +41,37 @@ def load_prompt_set(settings: BoNSettings) -> tuple[list[Any], dict[str, Any]]:
 
 
 def pool_summary(entries: list[PoolEntry]) -> dict[str, Any]:
-    tokens = np.asarray([e.response_tokens for e in entries], dtype=np.float64)
-    finished = np.asarray([e.finished for e in entries], dtype=bool)
-    return {"prompts": len(entries), "samples_per_prompt": int(tokens.shape[1]),
-            "mean_response_tokens": round(float(tokens.mean()), 1),
-            "finished_fraction": round(float(finished.mean()), 3)}
+    """Counts, mean length and finished share (None where an imported pool does not give them)."""
+    tokens = response_tokens(entries)
+    finished = None if entries[0].finished is None else np.asarray([e.finished for e in entries], dtype=bool)
+    return {"prompts": len(entries), "samples_per_prompt": len(entries[0].responses),
+            "mean_response_tokens": None if tokens is None else round(float(tokens.mean()), 1),
+            "finished_fraction": None if finished is None else round(float(finished.mean()), 3)}
+
+
+def response_tokens(entries: list[PoolEntry]) -> np.ndarray | None:
+    """``[P, N]`` response lengths in policy tokens, or None when the pool does not give them."""
+    if any(e.response_tokens is None for e in entries):
+        return None
+    return np.asarray([e.response_tokens for e in entries], dtype=np.float64)
+
+
+def load_pool(settings: BoNSettings, pool_path: Path, log: Callable[[str], None]
+              ) -> tuple[list[PoolEntry], dict[str, Any], dict[str, Any] | None]:
+    """``(entries, prompt report, provenance)``: an imported pool as it is, else the prompt set's pool,
+    generated or resumed (provenance None: the pool's meta file says how it was sampled)."""
+    if settings.import_pool:
+        entries, provenance = read_imported_pool(pool_path)
+        log(f"imported pool: {len(entries)} prompts x {provenance['samples_per_prompt']} responses "
+            f"from {pool_path}" + (f" (cut-short line {provenance['cut_short_last_line']} dropped)"
+                                   if provenance["cut_short_last_line"] else ""))
+        return entries, {"kind": "imported pool", "file": str(pool_path), "selected": len(entries)}, provenance
+    prompts, prompt_report = load_prompt_set(settings)
+    log(f"prompts: {len(prompts)} ({prompt_report['kind']})")
+    entries = generate_pool(settings.policy, prompts, pool_path, settings.sampling, batch_rows=settings.batch_rows,
+                            dtype=settings.policy_dtype, device=settings.device,
+                            progress=lambda done, total: log(f"pool: {done}/{total} prompts sampled"))
+    return entries, prompt_report, None
 
 
 def attribute_source(settings: BoNSettings, scores: dict[Path, PoolScores], proxy: ScorerRef,
@@ -67,13 +94,13 @@ def compute_curves(
     gold_scores = scores[model_folder(gold.path)].reward(gold.mode)
     pool_size = gold_scores.shape[1]
     grid = bon_grid(pool_size, settings.grid_points)
-    tokens = np.asarray([e.response_tokens for e in entries], dtype=np.float64)
+    tokens = response_tokens(entries)
     curves: list[BoNCurve] = []
     followed: list[str] = []
     for text in settings.proxies:
         proxy = parse_scorer(text)
         proxy_scores = scores[model_folder(proxy.path)]
-        extra: dict[str, np.ndarray] = {"response_tokens": tokens}
+        extra: dict[str, np.ndarray] = {} if tokens is None else {"response_tokens": tokens}
         judge = attribute_source(settings, scores, proxy, gold)
         if judge is not None and judge.attributes is not None:
             for k, name in enumerate(judge.attribute_names):
@@ -97,12 +124,8 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> 
         if not model_folder(ref.path).is_dir():
             raise FileNotFoundError(f"reward model folder not found: {ref.path}")
     specs = bench_specs(settings)
-    prompts, prompt_report = load_prompt_set(settings)
-    log(f"prompts: {len(prompts)} ({prompt_report['kind']})")
     pool_path = Path(settings.pool) if settings.pool else out / "pool.jsonl"
-    entries = generate_pool(settings.policy, prompts, pool_path, settings.sampling, batch_rows=settings.batch_rows,
-                            dtype=settings.policy_dtype, device=settings.device,
-                            progress=lambda done, total: log(f"pool: {done}/{total} prompts sampled"))
+    entries, prompt_report, provenance = load_pool(settings, pool_path, log)
     generated = time.time()
     folders = list(dict.fromkeys(model_folder(r.path) for r in refs))
     if settings.attribute_model:
@@ -114,7 +137,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> 
                                      settings.bf16, device=settings.device)
     scored = time.time()
     curves, attributes = compute_curves(settings, entries, scores)
-    title = f"{prompt_report['kind']}: {len(entries)} prompts × N={settings.sampling.num_samples}"
+    title = f"{prompt_report['kind']}: {len(entries)} prompts × N={len(entries[0].responses)}"
     write_csv(out / "bon.csv", *bon_rows(curves))
     comparison = compare_curves(curves)
     write_csv(out / "bon_paired.csv", *comparison["rows"])
@@ -126,7 +149,7 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> 
     summary = {
         "settings": {**settings.model_dump(mode="json"), "pool": str(pool_path)},
         "prompts": prompt_report,
-        "pool": pool_summary(entries),
+        "pool": {**pool_summary(entries), **({} if provenance is None else {"imported": provenance})},
         "curves": [asdict(c) for c in curves],
         "comparison": {"drop_from_peak": comparison["drop_from_peak"], "table": comparison["table"]},
         "attributes": attributes,

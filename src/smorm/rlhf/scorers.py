@@ -24,7 +24,7 @@ import torch
 from smorm.io import atomic_write_json, read_json
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
-from smorm.rlhf.generate import PoolEntry
+from smorm.rlhf.pools import PoolEntry
 from smorm.types import RewardOutput
 
 MODE_NAMES = ("F", "L", "M", "G")

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from smorm.settings import DEVICE_HELP, Strict
 
@@ -55,8 +55,11 @@ class BoNSettings(Strict):
     num_prompts: int = Field(16, ge=1, description="prompts sampled from the set (seeded)")
     prompt_seed: int = Field(0, description="seed of that sample")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="how the policy samples")
-    pool: Path | None = Field(None, description="the pool file (default out_dir/pool.jsonl); reused and "
-                              "resumed when it exists")
+    pool: Path | None = Field(None, description="the pool file (default out_dir/pool.jsonl; a name ending in "
+                              ".gz is gzip-compressed); reused and resumed when it exists")
+    import_pool: bool = Field(False, description="--pool FILE was written by another generator (vLLM, say): "
+                              "score its prompts and responses as they are, generate nothing (layout: "
+                              "docs/reward-hacking.md); the policy, prompt and sampling options are then unused")
     attribute_model: str | None = Field(None, description="PATH of the model whose multi head rates the picks "
                                         "(default: the gold if it has a multi head, else each proxy's own)")
     grid_points: int = Field(30, ge=2, description="at most this many values of n on the curves")
@@ -73,6 +76,12 @@ class BoNSettings(Strict):
                                          "(keeps generation cheap)")
     threads: int | None = Field(None, ge=1, description=THREADS)
     device: str = Field("auto", description=DEVICE_HELP + " (the policy and the reward models)")
+
+    @model_validator(mode="after")
+    def _pool_to_import(self) -> BoNSettings:
+        if self.import_pool and self.pool is None:
+            raise ValueError("import_pool needs the file to import: --pool FILE")
+        return self
 
 
 class RLSettings(Strict):
@@ -141,3 +150,126 @@ class RelabelSettings(Strict):
     batch_size: int = Field(16, ge=1, description="sequences per forward pass of the gold")
     max_length: int | None = Field(None, ge=8, description="tokens per prompt + response (default: the gold's "
                                    "own max_length)")
+
+
+# ------------------------------------------------------------------------------------ the synthetic-gold recipe
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a file and folder name on every system
+BON_OWN = ("proxies", "gold", "prompts", "num_prompts", "out_dir", "pool", "import_pool")  # set by the recipe
+
+
+class SyntheticGold(Strict):
+    """The gold of the synthetic setup: trained by the recipe from a run config, or any existing scorer."""
+
+    config: str | None = Field(None, description="run config YAML trained as the gold into OUT/gold (relative to "
+                               "the recipe file), e.g. ../recipes/cpu.yaml")
+    overrides: list[str] = Field(default_factory=list, description="key=value overrides of that config")
+    path: str | None = Field(None, description="an existing gold instead: any scorer smorm loads (run, model, "
+                             "gated, ensemble / Baseline SM or Hugging Face classifier folder), relative to the "
+                             "working directory like every command's PATH")
+    mode: Literal["F", "L", "M", "G"] | None = Field(None, description="the gold's mode for the labels and the "
+                                                     "Best-of-N gold score (default: the gold's own)")
+
+    @model_validator(mode="after")
+    def _one_gold(self) -> SyntheticGold:
+        if (self.config is None) == (self.path is None):
+            raise ValueError("give the gold as exactly one of config (trained here) or path (an existing scorer)")
+        if self.path is not None and self.overrides:
+            raise ValueError("gold.overrides apply to gold.config; an existing gold (path) is used as it is")
+        return self
+
+
+class SyntheticSource(Strict):
+    """A pair source relabelled by the gold; the proxies train on its first ``train`` relabelled pairs."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="the label file's name (OUT/labels/noise-P/NAME.jsonl)")
+    path: str = Field(description="the pairs (file or folder), relative to the recipe file")
+    format: str = Field("auto", description="its data adapter (see `smorm ls`)")
+    train: int = Field(ge=1, description="proxies train on the first this many relabelled pairs; the prompts "
+                       "of the rest are the in-distribution Best-of-N prompts")
+
+
+class SyntheticEnsemble(Strict):
+    """A seed ensemble of the method's config (000 App. G.1; Coste et al. 2024 Sec. 3 for uwo)."""
+
+    seeds: list[int] = Field(min_length=2, description="one member per seed")
+    combine: Literal["mean", "min", "uwo"] = Field("uwo", description="how the members' rewards combine")
+    uwo_lambda: float | None = Field(None, ge=0, description="λ of uwo: mean − λ·variance over members")
+    mode: Literal["F", "L", "M", "G"] | None = Field(None, description="members' mode before min / uwo")
+
+
+class SyntheticMethod(Strict):
+    """One proxy: a run-config overlay on ``proxy_base`` trained on the gold's labels (dicts merge key by key,
+    lists are replaced), a seed ensemble of one, or a Baseline SM of two trained methods."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="the proxy's name: its folder and its curve's label")
+    config: dict[str, Any] = Field(default_factory=dict, description="run-config overlay (method, model.heads, "
+                                   "losses; data: {pairs: []} for a ratings-only MORM)")
+    gold_ratings: bool = Field(False, description="D_M = the gold's attribute predictions for the responses of the "
+                               "training pairs (smorm relabel --ratings), read raw")
+    modes: list[Literal["F", "L", "M", "G"]] = Field(default_factory=list, description="modes its Best-of-N "
+                                                     "curves read (default: its own)")
+    ensemble: SyntheticEnsemble | None = Field(None, description="train the config once per seed and combine")
+    curves: bool = Field(True, description="draw its Best-of-N curves (false: trained only as a part of a "
+                         "Baseline SM)")
+    baseline_sm: list[str] | None = Field(None, min_length=2, max_length=2, description="[SORM, MORM]: names of "
+                                          "two trained methods averaged (000 Sec. 3); trains nothing")
+
+
+class SyntheticPromptSet(Strict):
+    """A Best-of-N prompt set: ``id`` (held out from the relabelled sources) or a prompt file."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="its pool (OUT/pools/NAME.jsonl.gz) and result folder")
+    prompts: str = Field(description="id, or a prompt / data file relative to the recipe file (e.g. MT-Bench)")
+    num_prompts: int = Field(ge=1, description="prompts sampled from the set (seeded by bon.prompt_seed)")
+
+
+class SyntheticConfig(Strict):
+    """The synthetic-gold recipe (issue 16 item 2; Gao et al. 2023, Coste et al. 2024): gold -> relabelled
+    pairs at each noise -> proxies trained on them -> Best-of-N against the gold, ID and OOD."""
+
+    output_dir: str = Field(description="everything goes here: gold/, labels/, runs/, prompts/, pools/, bon/")
+    gold: SyntheticGold
+    pairs: list[SyntheticSource] = Field(min_length=1)
+    noise: list[float] = Field(default_factory=lambda: [0.0, 0.25], min_length=1,
+                               description="label noise levels, each in [0, 1) (Coste et al. 2024: 0 and 0.25)")
+    noise_seed: int = Field(0, description="seed of the flipped pairs (smorm relabel --seed)")
+    tie_threshold: float = Field(0.0, ge=0, description="smorm relabel --tie-threshold")
+    proxy_base: dict[str, Any] = Field(description="the run config every proxy starts from (model, train, "
+                                       "data.max_length ...); data.pairs and data.ratings are the gold's labels")
+    methods: list[SyntheticMethod] = Field(min_length=1)
+    prompt_sets: list[SyntheticPromptSet] = Field(min_length=1)
+    bon: dict[str, Any] = Field(default_factory=dict, description="smorm bon settings for every Best-of-N run "
+                                "(policy, sampling: {num_samples ...}, benches, batch sizes ...)")
+    relabel_batch_size: int = Field(16, ge=1, description="sequences per forward pass of the gold when labelling")
+    device: str = Field("auto", description=DEVICE_HELP)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyntheticConfig:
+        for noise in self.noise:
+            if not 0 <= noise < 1:
+                raise ValueError(f"noise: {noise} is not in [0, 1)")
+        if len(set(self.noise)) != len(self.noise):
+            raise ValueError(f"noise: levels repeat {self.noise}")
+        for field_name, names in (("pairs", [s.name for s in self.pairs]), ("methods", [m.name for m in self.methods]),
+                                  ("prompt_sets", [p.name for p in self.prompt_sets])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{field_name}: names repeat {names}")
+        trained = {m.name for m in self.methods if m.baseline_sm is None}
+        for method in self.methods:
+            if method.baseline_sm is not None:
+                if method.ensemble is not None or method.config:
+                    raise ValueError(f"methods.{method.name}: a Baseline SM combines two trained methods; it has "
+                                     "no config or ensemble of its own")
+                missing = [name for name in method.baseline_sm if name not in trained]
+                if missing:
+                    raise ValueError(f"methods.{method.name}: baseline_sm names {missing}, not trained methods of "
+                                     f"this recipe {sorted(trained)}")
+            ensemble = method.ensemble
+            if ensemble is not None and (ensemble.combine == "uwo") != (ensemble.uwo_lambda is not None):
+                raise ValueError(f"methods.{method.name}.ensemble: uwo_lambda is given exactly when combine is uwo")
+        own = sorted(set(self.bon) & set(BON_OWN))
+        if own:
+            raise ValueError(f"bon: {own} are set by the recipe (proxies, gold and prompt sets come from it)")
+        BoNSettings(**self.bon, proxies=["proxy"], gold="gold")  # every other key is a real bon setting
+        return self

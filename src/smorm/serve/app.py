@@ -70,6 +70,8 @@ def model_info(scorer: Scorer, modes: list[str], default_mode: str) -> dict[str,
         spec = scorer.spec
         info["composite"] = {"kind": spec.kind, "combine": spec.combine,
                              "members": dict(zip(spec.roles, spec.members, strict=True))}
+        if spec.uwo_lambda is not None:
+            info["composite"]["uwo_lambda"] = spec.uwo_lambda
     return info
 
 

@@ -56,13 +56,15 @@ def finished(config: RunConfig) -> bool:
 
 def train_ensemble(config_path: str | Path, seeds: Sequence[int], overrides: Sequence[str] = (),
                    combine: str = "mean", mode: str | None = None, out: str | Path | None = None,
-                   show_progress: bool = True) -> Path:
-    """Train one member per seed, then write the ensemble folder; returns its path."""
-    from smorm.models.composite import COMBINES, write_ensemble
+                   show_progress: bool = True, uwo_lambda: float | None = None) -> Path:
+    """Train one member per seed, then write the ensemble folder; returns its path.
+
+    ``combine`` and ``uwo_lambda`` (``uwo`` only, Coste et al. 2024 Sec. 3) are checked before any training.
+    """
+    from smorm.models.composite import check_combine, write_ensemble
     from smorm.train.trainer import train
 
-    if combine not in COMBINES:
-        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    check_combine(combine, uwo_lambda, "smorm ensemble")
     folder, configs = member_configs(config_path, seeds, overrides, out)
     for seed, config in zip(seeds, configs, strict=True):
         if finished(config):
@@ -70,5 +72,6 @@ def train_ensemble(config_path: str | Path, seeds: Sequence[int], overrides: Seq
             continue
         train(config, show_progress=show_progress)
     members = [Path(config.output_dir) / "model" for config in configs]
-    write_ensemble(folder, members, combine=combine, mode=mode, roles=[f"seed-{seed}" for seed in seeds])
+    write_ensemble(folder, members, combine=combine, mode=mode, roles=[f"seed-{seed}" for seed in seeds],
+                   uwo_lambda=uwo_lambda)
     return folder
