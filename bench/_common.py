@@ -137,7 +137,8 @@ def spread(runs: list[dict[str, Any]], key: str) -> list[float]:
 
 
 def summarise(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
-    keys = [k for k in keys if all(k in r for r in runs)]  # a figure added mid-series is left out
+    # a figure added mid-series, or one a variant does not have (None: no caching pass), is left out
+    keys = [k for k in keys if all(r.get(k) is not None for r in runs)]
     return {"runs": runs, **{f"median_{k}": median_of(runs, k) for k in keys},
             **{f"range_{k}": spread(runs, k) for k in keys}}
 

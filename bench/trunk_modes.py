@@ -12,6 +12,11 @@ measured once in the run's dtype (``$SMORM_PEAK_FLOPS`` overrides it).
 
     python bench/trunk_modes.py                                   # tiny random Llama
     python bench/trunk_modes.py --backbone smollm2-135m-instruct --pairs 32 --batch 8
+    python bench/trunk_modes.py --backbone smollm2-135m-instruct --data hh --modes top_k --padded --bf16
+
+Every variant runs the shipped defaults (the shared prompt and padding-free rows on for a causal
+backbone, in training and in the caching pass); ``--padded`` adds ``top_k-padded``, top_k with
+``train.shared_prompt: false``, to measure what they buy.
 """
 
 from __future__ import annotations
@@ -29,11 +34,15 @@ import _common as common  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 MODES = ["full", "top_k", "frozen"]
+PADDED = "top_k-padded"  # top_k with train.shared_prompt: false (--padded): the caching pass and steps padded
 
 
-def config_for(args: argparse.Namespace, mode: str, folder: str) -> dict[str, Any]:
-    share = [args.pairs - 2 * (args.pairs // 3), args.pairs // 3, args.pairs // 3]
-    sources = [{**source, "limit": n} for source, n in zip(common.MIX_SOURCES, share)]
+def config_for(args: argparse.Namespace, variant: str, folder: str) -> dict[str, Any]:
+    """The shipped defaults for ``variant`` (a trunk mode), or top_k with the shared prompt off (``PADDED``)."""
+    mode = "top_k" if variant == PADDED else variant
+    base = common.MIX_SOURCES if args.data == "mix" else common.HH_SOURCES
+    share = [args.pairs // len(base) + (i < args.pairs % len(base)) for i in range(len(base))]
+    sources = [{**source, "limit": n} for source, n in zip(base, share)]
     return {
         "method": f"trunk-{mode}", "output_dir": folder,
         "model": {"backbone": args.backbone_ref, "heads": {"single": {"kind": "linear"}}},
@@ -43,7 +52,8 @@ def config_for(args: argparse.Namespace, mode: str, folder: str) -> dict[str, An
                   "lr": 1e-5, "warmup_ratio": 0.0, "log_every": 10**6, "seed": args.seed,
                   "cache_batch_size": args.batch, "precision": "bf16" if args.bf16 else "fp32",
                   # a store of its own: the one-time cache cost is what this bench measures
-                  "cache_dir": str(Path(folder) / "features")},
+                  "cache_dir": str(Path(folder) / "features"),
+                  **({"shared_prompt": False} if variant == PADDED else {})},
     }
 
 
@@ -86,7 +96,8 @@ def worker(args: argparse.Namespace) -> None:
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     seconds = ends[-1] - start
     compute = done.summary["compute"]
-    common.emit({"mode": args.mode, "seconds": seconds, "model_flops": compute["train"]["model_flops"],
+    common.emit({"mode": args.mode, "packed": trainer.packing, "seconds": seconds,
+                 "cache_tokens": compute.get("caching", {}).get("tokens", 0), "train_tokens": compute["train"]["tokens"], "model_flops": compute["train"]["model_flops"],
                  "cache_model_flops": compute.get("caching", {}).get("model_flops", 0), "epoch_seconds": round(seconds / args.epochs, 3),
                  "epoch_cpu_seconds": round((cpu_ends[-1] - cpu_start) / args.epochs, 3), "steps": len(ends),
                  "pairs": trainer.data.num_pairs, "cache_seconds": round(cache_seconds, 3),
@@ -96,6 +107,9 @@ def worker(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="tiny")
+    parser.add_argument("--data", choices=["mix", "hh"], default="mix", help="the 1k mix or HH (helpful + harmless)")
+    parser.add_argument("--padded", action="store_true", help=f"also run {PADDED}: top_k with train.shared_prompt: false")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated trunk modes to run")
     parser.add_argument("--tiny-layers", type=int, default=4)
     parser.add_argument("--tiny-hidden", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=256)
@@ -115,17 +129,18 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    name = args.name or f"trunk_modes-{args.backbone}" + ("-bf16" if args.bf16 else "")
+    name = args.name or f"trunk_modes-{args.backbone}-{args.data}" + ("-bf16" if args.bf16 else "")
     info = common.banner(name)
     work = Path(tempfile.mkdtemp(prefix="smorm-bench-trunk-"))
     ref = (str(common.tiny_backbone(work, args.tiny_layers, args.tiny_hidden)) if args.backbone == "tiny"
            else args.backbone)
     peak = common.matmul_peak(args.bf16, args.threads)
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    variants = [m for m in args.modes.split(",") if m] + ([PADDED] if args.padded else [])
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in variants}
     for rep in range(args.reps):
-        for mode in MODES:
+        for mode in variants:
             result = common.run_worker(SCRIPT, [
-                "--mode", mode, "--backbone-ref", ref, "--max-length", str(args.max_length), "--pairs",
+                "--mode", mode, "--backbone-ref", ref, "--data", args.data, "--max-length", str(args.max_length), "--pairs",
                 str(args.pairs), "--batch", str(args.batch), "--epochs", str(args.epochs), "--top-k",
                 str(args.top_k), "--seed", str(args.seed), "--threads", str(args.threads),
                 *(["--bf16"] if args.bf16 else [])])
@@ -133,22 +148,31 @@ def main() -> None:
             common.add_mfu(result, peak)
             common.add_mfu(result, peak, "cache_model_flops", "cache_seconds", "cache_mfu")
             runs[mode].append(result)
-            print(f"rep {rep} {mode:7s} epoch {result['epoch_seconds']:.2f} s  MFU {common.percent(result['mfu'])}  "
+            print(f"rep {rep} {mode:12s} epoch {result['epoch_seconds']:.2f} s  MFU {common.percent(result['mfu'])}  "
                   f"cache {result['cache_seconds']:.2f} s  cache MFU {common.percent(result['cache_mfu'])}  "
                   f"peak RSS {result['peak_rss_mb']:.0f} MB  load {result['load_average'][0]}")
-    keys = ["epoch_seconds", "cache_seconds", "peak_rss_mb", "epoch_cpu_seconds", "mfu"]
+    keys = ["epoch_seconds", "cache_seconds", "peak_rss_mb", "epoch_cpu_seconds", "mfu", "cache_mfu"]
     summary = {m: common.summarise(r, keys) for m, r in runs.items()}
-    full = summary["full"]["median_epoch_seconds"]
-    ratios = {f"full_over_{m}_epoch": round(full / summary[m]["median_epoch_seconds"], 2) for m in ("top_k", "frozen")}
-    full_cpu = summary["full"]["median_epoch_cpu_seconds"]
-    ratios.update({f"cpu_time_full_over_{m}_epoch": round(full_cpu / summary[m]["median_epoch_cpu_seconds"], 2)
-                   for m in ("top_k", "frozen")})
-    for m in ("top_k", "frozen"):
-        ratios[f"{m}_cache_over_full_epoch"] = round(summary[m]["median_cache_seconds"] / full, 3)
-    for m in MODES:
-        print(f"median {m:7s} epoch {summary[m]['median_epoch_seconds']:.2f} s (range "
+    ratios: dict[str, Any] = {}
+    if "full" in summary:
+        full, full_cpu = summary["full"]["median_epoch_seconds"], summary["full"]["median_epoch_cpu_seconds"]
+        for m in ("top_k", "frozen"):
+            if m in summary:
+                ratios[f"full_over_{m}_epoch"] = round(full / summary[m]["median_epoch_seconds"], 2)
+                ratios[f"cpu_time_full_over_{m}_epoch"] = round(full_cpu / summary[m]["median_epoch_cpu_seconds"], 2)
+                ratios[f"{m}_cache_over_full_epoch"] = round(summary[m]["median_cache_seconds"] / full, 3)
+    if PADDED in summary and "top_k" in summary:  # what the shared prompt and padding-free rows buy under top_k
+        padded, packed = runs[PADDED], runs["top_k"]
+        ratios["top_k_cache_padded_over_packed"] = round(
+            summary[PADDED]["median_cache_seconds"] / summary["top_k"]["median_cache_seconds"], 3)
+        ratios["top_k_cache_padded_over_packed_per_rep"] = [round(a["cache_seconds"] / b["cache_seconds"], 3)
+                                                            for a, b in zip(padded, packed)]
+        ratios["top_k_epoch_padded_over_packed"] = round(
+            summary[PADDED]["median_epoch_seconds"] / summary["top_k"]["median_epoch_seconds"], 3)
+    for m in variants:
+        print(f"median {m:12s} epoch {summary[m]['median_epoch_seconds']:.2f} s (range "
               f"{summary[m]['range_epoch_seconds']}), MFU {common.percent(summary[m].get('median_mfu'))}, "
-              f"cache {summary[m]['median_cache_seconds']:.2f} s, "
+              f"cache {summary[m]['median_cache_seconds']:.2f} s (MFU {common.percent(summary[m].get('median_cache_mfu'))}), "
               f"peak RSS {summary[m]['median_peak_rss_mb']:.0f} MB")
     for key, value in ratios.items():
         print(f"{key}: {value}")
