@@ -87,14 +87,33 @@ def banner(name: str) -> dict[str, Any]:
     return info
 
 
+def without_machine_paths(value: Any) -> Any:
+    """``value`` with this machine's paths made portable in every string: the repository root becomes
+    ``.``, a temporary folder ``<tmp>``, the home folder ``~`` (results files are committed)."""
+    import re
+    import tempfile
+
+    if isinstance(value, dict):
+        return {key: without_machine_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_machine_paths(item) for item in value]
+    if not isinstance(value, str):
+        return value
+    root = str(Path(__file__).resolve().parent.parent)
+    value = value.replace(root + "/", "./").replace(root, ".")
+    value = re.sub(re.escape(tempfile.gettempdir()) + r"/[^/\s\"']+", "<tmp>", value)
+    return value.replace(str(Path.home()), "~")
+
+
 def finish(info: dict[str, Any], results: dict[str, Any]) -> Path:
-    """Add the end load average and write ``bench/results/<bench>.json`` atomically."""
+    """Add the end load average and write ``bench/results/<bench>.json`` atomically, without machine paths."""
     info["load_average_end"] = load_average()
     print(f"load avg at end (1/5/15 min): {info['load_average_end']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{info['bench']}.json"
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps({**info, "results": results}, indent=2, default=str))
+    record = json.loads(json.dumps({**info, "results": results}, default=str))
+    temporary.write_text(json.dumps(without_machine_paths(record), indent=2))
     os.replace(temporary, path)
     print(f"wrote {path}")
     return path
