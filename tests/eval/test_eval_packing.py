@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from smorm.eval.runner import BenchSpec, evaluate_model, load_benchmarks, packs_by_default, score_sequences
-from smorm.models import packing
 from tests.eval.test_eval_batch_size import TOLERANCE, flatten, is_decided_by_order
+from tests.models.test_scoring import spy_pack_rows
 
 
 def test_packed_and_unpacked_reports_agree(tiny_reward_model, bench_files, monkeypatch):
@@ -17,15 +17,7 @@ def test_packed_and_unpacked_reports_agree(tiny_reward_model, bench_files, monke
     formatter = Formatter(tiny_reward_model.tokenizer, tiny_reward_model.config.max_length)
     encoded = [formatter.encode(p, r) for p, r in loaded.table.items]
     sequences, starts = [e.input_ids for e in encoded], [e.response_start for e in encoded]
-    packed_tokens: list[int] = []
-    real = packing.pack_layout
-
-    def recording(rows, pad_id):
-        packed = real(rows, pad_id)
-        packed_tokens.append(packed.num_tokens)
-        return packed
-
-    monkeypatch.setattr(packing, "pack_layout", recording)
+    packed_tokens = spy_pack_rows(monkeypatch)
     assert packs_by_default(tiny_reward_model)
     unpacked = score_sequences(tiny_reward_model, sequences, 4, False, False, response_starts=starts, pack=False)
     assert packed_tokens == []
