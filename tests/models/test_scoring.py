@@ -163,3 +163,13 @@ def test_all_unique_prompts_score_as_unpacked(tiny_llama_dir):
     sequences, starts = [PROMPT_A + [20], PROMPT_B + [21, 22]], [len(PROMPT_A), len(PROMPT_B)]
     packed = model.score_token_ids(sequences, response_starts=starts, pack=True)
     assert torch.allclose(packed.single, model.score_token_ids(sequences, response_starts=starts).single, atol=1e-5)
+
+
+def test_packing_nothing_or_only_prompts_falls_back_to_padded(tiny_llama_dir):
+    model = make_model(tiny_llama_dir)
+    empty = model.score_token_ids([], response_starts=[], pack=True)
+    assert empty.pooled.shape[0] == 0
+    # no sequence has response tokens: every one goes through the padded path
+    sequences = [[5, 6, 7], [8, 9]]
+    packed = model.score_token_ids(sequences, response_starts=[3, 2], pack=True)
+    assert torch.equal(packed.single, model.score_token_ids(sequences, response_starts=[3, 2]).single)

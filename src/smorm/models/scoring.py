@@ -65,10 +65,13 @@ def score_token_ids(model: RewardModel, sequences: Sequence[list[int]], batch_si
     was_training = model.training
     model.eval()
     try:
-        if not (pack and can_pack(model)):
+        units: list[Unit] = []
+        if pack and can_pack(model) and sequences:
+            assert response_starts is not None
+            units, members, single = sequence_units(sequences, response_starts, batch_size)
+        if not units:  # not packable, nothing to score, or no sequence with response tokens
             return score_padded(model, sequences, batch_size, autocast_bf16, response_starts, need_prompt)
         assert response_starts is not None
-        units, members, single = sequence_units(sequences, response_starts, batch_size)
         packed = score_packed(model, units, members, batch_size * max(map(len, sequences)), autocast_bf16,
                               need_prompt)
         padded = score_padded(model, [sequences[i] for i in single], batch_size, autocast_bf16,
