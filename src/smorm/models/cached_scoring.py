@@ -20,7 +20,7 @@ import torch
 from smorm.models.devices import autocast, module_device, move_to
 from smorm.models.feature_cache import FeatureStore, part_key, sequence_key
 from smorm.models.gate_spec import GATE_HEAD
-from smorm.models.packing import PackedRows, Unit
+from smorm.models.packing import PackedRows, Unit, pack_units
 from smorm.models.reward_model import RewardModel
 from smorm.models.scoring import can_pack, length_sorted_batches, sequence_units, unit_batches
 from smorm.models.trunk import apply_trunk_mode, cached_part
@@ -90,8 +90,6 @@ class PackedStates:
                                                                                  self.token_budget)]
 
     def __call__(self, chunk: list[list[int]]) -> list[torch.Tensor]:
-        from smorm.models.packing import pack_units
-
         units, members = self.units(chunk)
         packed, slots, _ = pack_units(units, self.pad_id, self.padding_free)
         self.last_tokens = packed.num_tokens

@@ -24,7 +24,7 @@ import torch
 
 from smorm.models.devices import autocast, module_device, move_to
 from smorm.models.gate_spec import GATE_HEAD
-from smorm.models.packing import Unit
+from smorm.models.packing import Unit, pack_units, slot_tensor
 from smorm.models.pooling import pool_last_token
 from smorm.types import RewardOutput
 
@@ -250,8 +250,6 @@ def score_packed(model: RewardModel, units: list[Unit], members: list[list[int]]
     Returns:
         ``(indices, output)``: the input indices scored, and their outputs in that order (float32).
     """
-    from smorm.models.packing import pack_units, slot_tensor
-
     device = module_device(model)
     indices: list[int] = []
     parts: list[RewardOutput] = []
