@@ -34,6 +34,14 @@ HH_SOURCES = [  # HH-style multi-turn conversations: the prompt is most of the t
     {"path": str(SHARED_DATA / "pairs/hh-rlhf/harmless-base-train-sample.jsonl"), "format": "auto"},
 ]
 
+ALL_SOURCES = [  # every pair file of ../shared/data/pairs but UltraFeedback's eval split: about 5k pairs
+    {"path": str(SHARED_DATA / f"pairs/{name}"), "format": "auto"} for name in (
+        "ultrafeedback/binarized-train-1k.jsonl", "ultrafeedback/argilla-1k.jsonl",
+        "hh-rlhf/helpful-base-train-sample.jsonl", "hh-rlhf/harmless-base-train-sample.jsonl",
+        "hh-rlhf/full-hh-rlhf-sample.jsonl", "chatbot-arena/arena-human-preference-55k-sample.jsonl",
+        "pku-saferlhf/pku-saferlhf-sample.jsonl", "stack-exchange/stack-exchange-preferences-sample.jsonl")
+]
+SOURCE_SETS = {"mix": MIX_SOURCES, "hh": HH_SOURCES, "all": ALL_SOURCES}
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
@@ -217,6 +225,20 @@ def matmul_peak(bf16: bool, threads: int, device: Any = None) -> dict[str, Any]:
     print(f"matmul peak: {peak.flops_per_s / 1e9:.1f} GFLOP/s ({peak.dtype}, {peak.device}, {threads} thread(s), "
           f"{peak.source})")
     return peak.as_dict()
+
+
+def refuse_slow_bf16(bf16: bool, device: Any = None) -> None:
+    """Stop a ``--bf16`` bench where bf16 is emulated (``fast_bf16`` false): on an AVX2-only CPU one
+    bf16 rep ran 18 minutes without finishing (a matmul at 0.9 GFLOP/s against 172 in fp32), and its
+    figure would measure the emulation, not smorm. ``SMORM_BENCH_SLOW_BF16=1`` runs it anyway."""
+    import torch
+
+    from smorm.models.devices import accelerator_device, fast_bf16, host_device
+
+    where = torch.device(device) if device is not None else (accelerator_device() or host_device())
+    if bf16 and not fast_bf16(where) and os.environ.get("SMORM_BENCH_SLOW_BF16") != "1":
+        raise SystemExit(f"--bf16: {where} has no native bf16 (no AVX512-BF16/AMX on a CPU), so bf16 is emulated "
+                         "and runs about 100x slower than fp32; run in fp32, or set SMORM_BENCH_SLOW_BF16=1")
 
 
 def add_mfu(result: dict[str, Any], peak: dict[str, Any], flops_key: str = "model_flops",

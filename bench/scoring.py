@@ -232,6 +232,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    common.refuse_slow_bf16(args.bf16, "cpu")
     name = args.name or (f"scoring-{args.backbone}" + ("" if args.data == "mix" else f"-{args.data}")
                          + ("-bf16" if args.bf16 else ""))
     info = common.banner(name)

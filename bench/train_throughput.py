@@ -305,6 +305,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    common.refuse_slow_bf16(args.bf16)
     name = args.name or f"train_throughput-{args.backbone}-{args.data}" + ("-bf16" if args.bf16 else "")
     info = common.banner(name)
     work = Path(tempfile.mkdtemp(prefix="smorm-bench-"))

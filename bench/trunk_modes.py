@@ -40,9 +40,16 @@ PADDED = "top_k-padded"  # top_k with train.shared_prompt: false (--padded): the
 def config_for(args: argparse.Namespace, variant: str, folder: str) -> dict[str, Any]:
     """The shipped defaults for ``variant`` (a trunk mode), or top_k with the shared prompt off (``PADDED``)."""
     mode = "top_k" if variant == PADDED else variant
-    base = common.MIX_SOURCES if args.data == "mix" else common.HH_SOURCES
-    share = [args.pairs // len(base) + (i < args.pairs % len(base)) for i in range(len(base))]
-    sources = [{**source, "limit": n} for source, n in zip(base, share)]
+    base = common.SOURCE_SETS[args.data]
+    if args.data == "all":  # files of 500 or 1000 pairs: the first ones up to --pairs in all
+        sources, left = [], args.pairs
+        for source in base:
+            if left > 0:
+                sources.append({**source, "limit": left})
+                left -= 1000 if "ultrafeedback" in source["path"] else 500
+    else:
+        share = [args.pairs // len(base) + (i < args.pairs % len(base)) for i in range(len(base))]
+        sources = [{**source, "limit": n} for source, n in zip(base, share)]
     return {
         "method": f"trunk-{mode}", "output_dir": folder,
         "model": {"backbone": args.backbone_ref, "heads": {"single": {"kind": "linear"}}},
@@ -107,7 +114,8 @@ def worker(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="tiny")
-    parser.add_argument("--data", choices=["mix", "hh"], default="mix", help="the 1k mix or HH (helpful + harmless)")
+    parser.add_argument("--data", choices=sorted(common.SOURCE_SETS), default="mix",
+                        help="the 1k mix, HH (helpful + harmless) or all (every shared pair file, ~5k pairs)")
     parser.add_argument("--padded", action="store_true", help=f"also run {PADDED}: top_k with train.shared_prompt: false")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated trunk modes to run")
     parser.add_argument("--tiny-layers", type=int, default=4)
@@ -129,6 +137,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    common.refuse_slow_bf16(args.bf16)
     name = args.name or f"trunk_modes-{args.backbone}-{args.data}" + ("-bf16" if args.bf16 else "")
     info = common.banner(name)
     work = Path(tempfile.mkdtemp(prefix="smorm-bench-trunk-"))
