@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smorm.models.feature_cache import FeatureStore, part_key, sequence_key, weights_digest
+from smorm.models.feature_cache import (
+    PROMPT_PREFIX,
+    FeatureStore,
+    part_key,
+    prompt_state_key,
+    sequence_key,
+    weights_digest,
+)
 from smorm.models.trunk import cached_part
 from smorm.train.config import RunConfig
 from smorm.train.trainer import Trainer
@@ -69,6 +76,72 @@ def test_stored_dtype_and_sequence_keys(tmp_path):
     assert sequence_key([1, 2]) == sequence_key((1, 2))
 
 
+def stored_tensors(folder):
+    """Every tensor of a store folder's shards by name, and the shards' header links."""
+    from safetensors import safe_open
+
+    tensors, links = {}, {}
+    for shard in folder.glob("shard-*.safetensors"):
+        with safe_open(str(shard), framework="pt") as handle:
+            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})  # noqa: SIM118
+            links.update(handle.metadata() or {})
+    return tensors, links
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_prompt_shared_by_several_sequences_is_stored_once_and_read_back_whole(tmp_path, lazy):
+    p, q = [7, 8, 9], [4, 5]
+    sequences = [p + [1], p + [2, 3], q + [6], [10, 11], p + [12], q]
+    starts = [3, 3, 2, 0, 3, 2]  # [10, 11] has no prompt; q alone has no response: both kept whole
+    seen = Counting()
+    features = FeatureStore(tmp_path, "k", shard_size=2).build(sequences, seen, batch_size=2, show_progress=False,
+                                                               starts=starts, lazy=lazy)
+    expected = [t.tolist() for t in fake_features(sequences)]
+    assert [t.tolist() for t in features] == expected
+    tensors, links = stored_tensors(tmp_path / "k")
+    prompts = {key for key in tensors if key.startswith(PROMPT_PREFIX)}
+    assert prompts == {prompt_state_key(p), prompt_state_key(q)}  # each prompt once, whatever its shard
+    assert tensors[prompt_state_key(p)].tolist() == expected[0][:3]
+    assert tensors[sequence_key(p + [2, 3])].tolist() == expected[1][3:]  # the response's states only
+    assert links == {sequence_key(s): prompt_state_key(s[:n]) for s, n in zip(sequences[:5], starts)
+                     if 0 < n < len(s)}
+    # rows stored: p once for its three responses (q once for its one, and q alone whole): 2 * 3 fewer
+    assert sum(t.shape[0] for t in tensors.values()) == sum(map(len, sequences)) - 2 * len(p)
+    # a second run that does not know the starts (a padded reader) finds every sequence, computes nothing
+    again = FeatureStore(tmp_path, "k").build(sequences, Counting(fail_after=0), 4, show_progress=False)
+    assert [t.tolist() for t in again] == expected
+
+
+def test_pooled_features_and_unknown_starts_are_stored_whole(tmp_path):
+    def pooled(chunk):
+        return [torch.tensor([float(sum(ids)), float(len(ids))]) for ids in chunk]
+
+    sequences = [[1, 2, 3], [1, 2, 4]]
+    FeatureStore(tmp_path, "pooled").build(sequences, pooled, 2, show_progress=False, starts=[2, 2])
+    tensors, links = stored_tensors(tmp_path / "pooled")
+    assert links == {} and set(tensors) == {sequence_key(s) for s in sequences}
+    with pytest.raises(ValueError, match="1 response starts for 2 sequences"):
+        FeatureStore(tmp_path, "x").build(sequences, fake_features, 2, show_progress=False, starts=[1])
+
+
+def test_an_encoder_keeps_whole_sequences_in_the_store(tmp_path):
+    # a bidirectional encoder's prompt states depend on the response: never stored once for two sequences
+    from smorm.models.backbone import load_backbone
+    from smorm.models.cached_scoring import CachedTrunkScorer
+    from smorm.models.reward_model import RewardModel, RewardModelConfig
+
+    backbone = load_backbone("minilm-l6")
+    assert not backbone.is_decoder
+    model = RewardModel(backbone.model, backbone.tokenizer, RewardModelConfig(
+        backbone="minilm-l6", heads={"single": {"kind": "linear"}}, max_length=64, is_decoder=False)).eval()
+    prompt = [101, 2054, 2003]
+    sequences = [prompt + [1037, 102], prompt + [3899, 102]]
+    scorer = CachedTrunkScorer(model, top_k=2, store_root=tmp_path)
+    scorer.score_token_ids(sequences, batch_size=2, response_starts=[3, 3])
+    tensors, links = stored_tensors(next(tmp_path.iterdir()))
+    assert links == {} and {t.shape[0] for t in tensors.values()} == {5}
+
+
 def test_the_part_key_sees_the_lower_layers_and_ignores_the_trained_top(tiny_llama_dir):
     model = make_model(tiny_llama_dir)
     part, weights = cached_part(model, "top_k", 1)
@@ -100,8 +173,8 @@ def test_sorm_finds_the_sequences_smorm_cached(tiny_llama_dir, tmp_path):
     smorm = RunConfig.model_validate(tiny_config(tmp_path / "smorm", tiny_llama_dir, trunk="top_k", steps=1))
     first = Trainer(smorm, show_progress=False)
     first.setup()
-    stored = len(FeatureStore(first.cache_dir.parent, first.cache_dir.name).index())
-    assert stored == len(set(map(tuple, first.data.all_sequences())))
+    stored = FeatureStore(first.cache_dir.parent, first.cache_dir.name).index()
+    assert len([k for k in stored if not k.startswith(PROMPT_PREFIX)]) == len(set(map(tuple, first.data.all_sequences())))
 
     sorm_tree = tiny_config(tmp_path / "sorm", tiny_llama_dir, trunk="top_k", steps=1)
     sorm_tree["method"] = "sorm"

@@ -56,7 +56,8 @@ class PackedStates:
     A causal backbone's state at a token depends only on the tokens before it, so the states of a
     ``prompt ⊕ response`` sequence are the prompt's states followed by the response segment's, read
     from the packed row; they equal the padded pass's up to float rounding (tested). The store keeps
-    them per sequence as before, so packed and padded passes share one store.
+    them per sequence (each prompt's states once, :mod:`~smorm.models.feature_cache`), so packed and
+    padded passes share one store.
 
     Args:
         run: packed rows -> ``[R, L, d]`` states (:meth:`~smorm.models.trunk.LowerTrunk.packed`, or the
@@ -86,8 +87,8 @@ class PackedStates:
     def plan(self, sequences: list[list[int]]) -> list[list[int]]:
         """Chunks of sequence indices, each a batch of whole units within the token budget."""
         units, members = self.units(sequences)
-        return [[i for u in batch for i in members[u]] for batch in unit_batches([len(u) for u in units],
-                                                                                 self.token_budget)]
+        batches = unit_batches([len(u) for u in units], self.token_budget, max(map(len, sequences)))
+        return [[i for u in batch for i in members[u]] for batch in batches]
 
     def __call__(self, chunk: list[list[int]]) -> list[torch.Tensor]:
         units, members = self.units(chunk)
@@ -171,7 +172,8 @@ class CachedTrunkScorer:
         store = feature_store(self.model, "top_k", self.top_k, "bf16" if autocast_bf16 else "fp32", torch.float32,
                               self.store_root)
         features = store.build(list(sequences), compute, batch_size, description="lower layers",
-                               show_progress=show_progress, lazy=True, plan=plan)
+                               show_progress=show_progress, lazy=True, plan=plan,
+                               starts=response_starts if self.model.config.is_decoder else None)
 
         def score_rows(rows: list[int]) -> RewardOutput:
             hidden, mask = pad_hidden([features[i] for i in rows])

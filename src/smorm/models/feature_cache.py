@@ -11,6 +11,14 @@ SMORM's sequences, the seeds of a study share them, and evaluation finds a bench
 scored by an earlier run's evaluation. Shards are written atomically and never rewritten: an
 interrupted pass keeps what it finished, and two runs writing the same sequence at once only
 duplicate it.
+
+**A prompt's states are stored once** (format v3, issue 15). A causal backbone's states of the
+prompt tokens depend on the prompt alone, so when a sequence's response start is known the store
+keeps the states of ``ids[:start]`` under the prompt's key (:func:`prompt_state_key`), once for every
+sequence that shares the prompt (a pair's chosen and rejected, a pool's N responses), and the
+sequence's own entry holds only the response's states; the shard's header metadata links the two
+and a read puts them back together, so callers still get ``[T_i, d]`` per sequence. Pooled
+features (``frozen``: one vector per sequence) and sequences without a known start are kept whole.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from torch import nn
 from smorm.io import atomic_save_tensors, atomic_write_json
 
 DIGEST_SAMPLES = 4096  # values read from each weight tensor for the part's digest
+PROMPT_PREFIX = "prompt-"  # the store's names of prompt states (a sequence's own key is bare hex)
 STORE_ENV = "SMORM_FEATURE_CACHE"
 
 
@@ -77,6 +86,11 @@ def sequence_key(ids: Sequence[int]) -> str:
     return hashlib.sha256(_token_bytes(ids)).hexdigest()[:32]
 
 
+def prompt_state_key(prompt_ids: Sequence[int]) -> str:
+    """The name of a prompt's states in the store (shared by every sequence that starts with it)."""
+    return PROMPT_PREFIX + sequence_key(prompt_ids)
+
+
 def weights_digest(named_parameters: Iterable[tuple[str, torch.Tensor]], samples: int = DIGEST_SAMPLES) -> str:
     """A hash of weights that is cheap for billions of parameters and sees a change in any tensor.
 
@@ -103,35 +117,40 @@ def part_key(model_type: str, part: str, precision: str, storage_dtype: torch.dt
     ``part`` says what was run (``lower:28`` — embeddings and the first 28 layers; ``pooled`` — the
     whole backbone and last-token pooling); ``precision`` how (``bf16`` autocast or ``fp32``).
     """
-    return fingerprint("features-v2", model_type, part, precision, str(storage_dtype),
+    return fingerprint("features-v3", model_type, part, precision, str(storage_dtype),
                        weights_digest(named_parameters))
 
 
 class CachedFeatures(Sequence[torch.Tensor]):
     """The features of a list of sequences: read from the store's shards all at once, or (``lazy``) each
-    when asked for, from its memory-mapped shard."""
+    when asked for, from its memory-mapped shard. A sequence stored as a response after a shared prompt
+    (``links``: its key -> the prompt's) is read back whole, prompt states first."""
 
-    def __init__(self, keys: list[str], where: dict[str, Path], lazy: bool = False) -> None:
+    def __init__(self, keys: list[str], where: dict[str, Path], lazy: bool = False,
+                 links: dict[str, str] | None = None) -> None:
         self.keys = keys
         self._where = where
+        self._links = {key: links[key] for key in keys if key in links} if links else {}
         self._open: dict[Path, Any] = {}
-        self._loaded: list[torch.Tensor] | None = None
-        if not lazy:  # read once now: later reads are plain tensors (and work under FakeTensorMode)
-            self._loaded = [self._read(i) for i in range(len(keys))]
+        self._loaded: dict[str, torch.Tensor] | None = None
+        if not lazy:  # read once now (each shared prompt once): later reads are plain tensors
+            needed = dict.fromkeys([*keys, *self._links.values()])
+            self._loaded = {key: self._tensor(key) for key in needed}
             self._open.clear()
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
-        if self._loaded is not None:
-            return self._loaded[index]
-        return self._read(index)
+        key = self.keys[index]
+        read = self._loaded.__getitem__ if self._loaded is not None else self._tensor
+        own = read(key)
+        prompt = self._links.get(key)
+        return own if prompt is None else torch.cat([read(prompt), own])
 
-    def _read(self, index: int) -> torch.Tensor:
+    def _tensor(self, key: str) -> torch.Tensor:
         from safetensors import safe_open
 
-        key = self.keys[index]
         shard = self._where[key]
         handle = self._open.get(shard)
         if handle is None:
@@ -159,20 +178,28 @@ class FeatureStore:
         self.describe = describe or {}
 
     def index(self) -> dict[str, Path]:
-        """Which shard holds each stored sequence (read from the shards' headers only)."""
+        """Which shard holds each stored entry (sequences and shared prompts; from the shards' headers)."""
+        return self._scan()[0]
+
+    def _scan(self) -> tuple[dict[str, Path], dict[str, str]]:
+        """The shard of every entry, and the prompt each response-only entry follows (header metadata)."""
         from safetensors import safe_open
 
         where: dict[str, Path] = {}
+        links: dict[str, str] = {}
         for shard in sorted(self.root.glob("shard-*.safetensors")):
             with safe_open(str(shard), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                     where.setdefault(key, shard)
-        return where
+                for key, prompt in (handle.metadata() or {}).items():
+                    links.setdefault(key, prompt)
+        return where, links
 
     def build(self, sequences: Sequence[Sequence[int]], compute: Callable[[list[list[int]]], list[torch.Tensor]],
               batch_size: int, dtype: torch.dtype = torch.float32, description: str = "caching features",
               show_progress: bool = True, lazy: bool = False,
-              plan: Callable[[list[list[int]]], list[list[int]]] | None = None) -> CachedFeatures:
+              plan: Callable[[list[list[int]]], list[list[int]]] | None = None,
+              starts: Sequence[int] | None = None) -> CachedFeatures:
         """Compute the sequences not yet stored, then return all of them.
 
         ``compute`` maps a list of token sequences to one tensor per sequence (padding removed);
@@ -181,45 +208,63 @@ class FeatureStore:
         default :func:`length_sorted_chunks` of ``batch_size``): a packed pass keeps the responses to one
         prompt in one chunk. A shard is written as soon as it holds ``shard_size`` sequences.
         ``lazy``: read each feature from its (memory-mapped) shard when asked for, instead of all now.
+        ``starts``: each sequence's response start; a sequence's prompt states (``[T_i, d]`` features,
+        ``0 < start < T_i``) are then stored once for all the sequences that share the prompt.
         """
         from tqdm.auto import tqdm
 
         self.root.mkdir(parents=True, exist_ok=True)
         if self.describe and not (self.root / "part.json").is_file():
             atomic_write_json(self.root / "part.json", self.describe)
-        where = self.index()
+        where, links = self._scan()
         keys = [sequence_key(ids) for ids in sequences]
-        missing: dict[str, list[int]] = {}
-        for key, ids in zip(keys, sequences):
+        if starts is not None and len(starts) != len(sequences):
+            raise ValueError(f"{len(starts)} response starts for {len(sequences)} sequences")
+        missing: dict[str, tuple[list[int], int]] = {}
+        for index, (key, ids) in enumerate(zip(keys, sequences)):
             if key not in where and key not in missing:
-                missing[key] = list(ids)
+                missing[key] = (list(ids), 0 if starts is None else int(starts[index]))
         todo = list(missing)
-        todo_ids = [missing[k] for k in todo]
+        todo_ids = [missing[k][0] for k in todo]
         chunks = (plan or (lambda ids: length_sorted_chunks(ids, batch_size)))(todo_ids) if todo else []
         if sorted(i for chunk in chunks for i in chunk) != list(range(len(todo))):
             raise ValueError("a feature plan must name every missing sequence exactly once")
         features: dict[str, torch.Tensor] = {}
+        shard_links: dict[str, str] = {}
 
         def flush() -> None:
             name = hashlib.sha256("".join(sorted(features)).encode()).hexdigest()[:16]
             path = self.root / f"shard-{name}.safetensors"
-            atomic_save_tensors(path, features)
+            atomic_save_tensors(path, features, metadata=shard_links)
             where.update(dict.fromkeys(features, path))
+            links.update(shard_links)
             features.clear()
+            shard_links.clear()
+
+        def keep(key: str, feature: torch.Tensor) -> None:
+            ids, start = missing[key]
+            if feature.dim() != 2 or not 0 < start < feature.shape[0]:
+                features[key] = feature
+                return
+            prompt = prompt_state_key(ids[:start])
+            if prompt not in where and prompt not in features:
+                features[prompt] = feature[:start].clone()
+            features[key] = feature[start:].clone()
+            shard_links[key] = prompt
 
         with tqdm(total=len(todo), desc=description, unit="seq", disable=not show_progress or not todo) as bar:
             for chunk in chunks:
                 for index, feature in zip(chunk, compute([todo_ids[i] for i in chunk]), strict=True):
-                    features[todo[index]] = feature.detach().to(dtype).contiguous().cpu()
+                    keep(todo[index], feature.detach().to(dtype).contiguous().cpu())
                 bar.update(len(chunk))
                 if len(features) >= self.shard_size:
                     flush()
             if features:
                 flush()
-        absent = [k for k in keys if k not in where]
+        absent = [k for k in keys if k not in where or (k in links and links[k] not in where)]
         if absent:
             raise RuntimeError(f"feature store {self.root} lacks {len(absent)} sequences after computing them")
-        return CachedFeatures(keys, where, lazy=lazy)
+        return CachedFeatures(keys, where, lazy=lazy, links=links)
 
 
 def length_sorted_chunks(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:

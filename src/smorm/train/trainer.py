@@ -222,7 +222,9 @@ class Trainer:
                 started = time.perf_counter()
                 features = store.build(sequences, caching.counting(compute, packed), config.train.cache_batch_size,
                                        dtype=storage, description=f"caching {store.describe['part']} features",
-                                       show_progress=self.show_progress and self.is_main, plan=plan)
+                                       show_progress=self.show_progress and self.is_main, plan=plan,
+                                       # a causal trunk's prompt states depend on the prompt alone: stored once
+                                       starts=self._sequence_starts() if model.config.is_decoder else None)
                 caching.seconds = time.perf_counter() - started
         self.cache_dir = store.root
         return features
