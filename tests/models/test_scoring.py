@@ -74,6 +74,16 @@ def test_unit_batches_fill_the_token_budget_longest_first():
     assert unit_batches([20, 3], token_budget=10) == [[0], [1]]
 
 
+def test_unit_batches_cap_attention_scores_at_a_padded_batch():
+    # batch_size 4 of sequences up to 6 tokens: 24 tokens and 4 * 6**2 = 144 scores per padded batch.
+    # A 12-token shared-prompt unit sets rows 12 wide: 12 * 12 = 144 scores already, so it goes alone;
+    # the 3-token units after it fill the 24 tokens (8 * 3 tokens in rows 3 wide: 8 * 9 = 72 scores).
+    lengths = [3, 12, 3, 3, 3, 3, 3, 3, 3]
+    assert unit_batches(lengths, token_budget=24, longest=6) == [[1], [0, 2, 3, 4, 5, 6, 7, 8]]
+    # by tokens alone the wide unit takes four more: 12 * 24 = 288 scores, twice a padded batch's
+    assert unit_batches(lengths, token_budget=24) == [[1, 0, 2, 3, 4], [5, 6, 7, 8]]
+
+
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 def test_packed_scores_equal_unpacked_in_input_order(tiny_llama_dir, implementation, monkeypatch):
     model = make_model(tiny_llama_dir)

@@ -72,8 +72,8 @@ def score_token_ids(model: RewardModel, sequences: Sequence[list[int]], batch_si
         if not units:  # not packable, nothing to score, or no sequence with response tokens
             return score_padded(model, sequences, batch_size, autocast_bf16, response_starts, need_prompt)
         assert response_starts is not None
-        packed = score_packed(model, units, members, batch_size * max(map(len, sequences)), autocast_bf16,
-                              need_prompt)
+        longest = max(map(len, sequences))
+        packed = score_packed(model, units, members, batch_size * longest, autocast_bf16, need_prompt, longest)
         padded = score_padded(model, [sequences[i] for i in single], batch_size, autocast_bf16,
                               [response_starts[i] for i in single], need_prompt)
         return in_input_order([packed, (single, padded)])
@@ -226,26 +226,35 @@ def sequence_units(sequences: Sequence[list[int]], response_starts: Sequence[int
     return units, members, single
 
 
-def unit_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+def unit_batches(lengths: Sequence[int], token_budget: int, longest: int | None = None) -> list[list[int]]:
     """Longest-first batches of unit indices holding at most ``token_budget`` tokens (a unit longer
     than the budget alone), each packed by :func:`smorm.models.packing.fill_rows` into rows as long as
     its longest unit; so a batch computes about the tokens of a padded batch of ``batch_size`` sequences,
-    with almost none of them padding, and no row's attention is longer than its longest unit's."""
+    with almost none of them padding, and no row's attention is longer than its longest unit's.
+
+    ``longest`` (the longest sequence, with ``token_budget = batch_size * longest``) also caps the
+    attention scores at a padded batch's, ``batch_size * longest**2``: rows of width ``W`` (the batch's
+    first unit) holding ``t`` tokens compute about ``t * W`` scores, so such a batch takes at most
+    ``token_budget * longest / W`` tokens. Without it, a batch of shared-prompt units up to
+    ``sqrt(batch_size) * longest`` long could hold ``sqrt(batch_size)`` times the scores.
+    """
     batches: list[list[int]] = []
-    tokens = 0
+    tokens = cap = 0
     for u in sorted(range(len(lengths)), key=lambda u: -lengths[u]):
-        if batches and tokens + lengths[u] <= token_budget:
+        if batches and tokens + lengths[u] <= cap:
             batches[-1].append(u)
             tokens += lengths[u]
         else:
             batches.append([u])
             tokens = lengths[u]
+            cap = token_budget if longest is None else min(token_budget, token_budget * longest // max(1, tokens))
     return batches
 
 
 def score_packed(model: RewardModel, units: list[Unit], members: list[list[int]], token_budget: int,
-                 autocast_bf16: bool, need_prompt: bool) -> tuple[list[int], RewardOutput]:
-    """Score ``units`` in padding-free packed rows, ``token_budget`` real tokens per forward.
+                 autocast_bf16: bool, need_prompt: bool, longest: int | None = None) -> tuple[list[int], RewardOutput]:
+    """Score ``units`` in padding-free packed rows, ``token_budget`` real tokens per forward (and
+    attention scores capped by ``longest``, see :func:`unit_batches`).
 
     Returns:
         ``(indices, output)``: the input indices scored, and their outputs in that order (float32).
@@ -253,7 +262,7 @@ def score_packed(model: RewardModel, units: list[Unit], members: list[list[int]]
     device = module_device(model)
     indices: list[int] = []
     parts: list[RewardOutput] = []
-    for batch in unit_batches([len(unit) for unit in units], token_budget):
+    for batch in unit_batches([len(unit) for unit in units], token_budget, longest):
         packed, slots, _ = pack_units([units[u] for u in batch], model.tokenizer.pad_token_id)
         packed_slots = slot_tensor([slot for unit_slots in slots for slot in unit_slots])
         packed, packed_slots = move_to((packed, packed_slots), device)
