@@ -174,3 +174,14 @@ def test_a_hugging_face_sequence_classifier_can_be_the_gold(lab, tmp_path, tiny_
     with torch.no_grad():
         direct = classifier(input_ids=ids).logits[0, 0].item()
     assert scores.reward(None)[1, 2] == pytest.approx(direct, abs=1e-4)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_policy_dtype_auto_picks_bf16_only_where_it_is_native(monkeypatch, native):
+    from smorm.rlhf import lab
+    from smorm.rlhf.settings import BoNSettings
+
+    monkeypatch.setattr(lab, "fast_bf16", lambda device: native)
+    settings = BoNSettings(proxies=["p"], gold="g", policy_dtype="auto", device="cpu")
+    assert lab.policy_dtype(settings) == ("bfloat16" if native else "float32")
+    assert lab.policy_dtype(BoNSettings(proxies=["p"], gold="g", policy_dtype="float16")) == "float16"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from smorm.io import atomic_write_json, read_json
+from smorm.models.devices import fast_bf16, resolve_device
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
 from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired_gold_difference
@@ -56,6 +57,14 @@ def response_tokens(entries: list[PoolEntry]) -> np.ndarray | None:
     return np.asarray([e.response_tokens for e in entries], dtype=np.float64)
 
 
+def policy_dtype(settings: BoNSettings) -> str:
+    """The policy's weight dtype: ``auto`` is bfloat16 where the sampling device multiplies bf16 natively
+    (:func:`~smorm.models.devices.fast_bf16`), else float32; the pool's meta file records the result."""
+    if settings.policy_dtype != "auto":
+        return settings.policy_dtype
+    return "bfloat16" if fast_bf16(resolve_device(settings.device)) else "float32"
+
+
 def load_pool(settings: BoNSettings, pool_path: Path, log: Callable[[str], None]
               ) -> tuple[list[PoolEntry], dict[str, Any], dict[str, Any] | None]:
     """``(entries, prompt report, provenance)``: an imported pool as it is, else the prompt set's pool,
@@ -69,7 +78,7 @@ def load_pool(settings: BoNSettings, pool_path: Path, log: Callable[[str], None]
     prompts, prompt_report = load_prompt_set(settings)
     log(f"prompts: {len(prompts)} ({prompt_report['kind']})")
     entries = generate_pool(settings.policy, prompts, pool_path, settings.sampling, batch_rows=settings.batch_rows,
-                            dtype=settings.policy_dtype, device=settings.device,
+                            dtype=policy_dtype(settings), device=settings.device,
                             progress=lambda done, total: log(f"pool: {done}/{total} prompts sampled"))
     return entries, prompt_report, None
 

@@ -67,7 +67,9 @@ class BoNSettings(Strict):
     score_batch_size: int = Field(16, ge=1, description="sequences per scoring forward pass",
                                   json_schema_extra={"flag": "--batch-size"})
     bf16: bool = Field(False, description="bf16 autocast when scoring")
-    policy_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="policy weight dtype")
+    policy_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="policy weight dtype; auto: bfloat16 where the device multiplies bf16 natively, "
+        "else float32 (emulated bf16 samples ~100x slower on an AVX2-only CPU)")
     benches: list[str] = Field(default_factory=lambda: list(DEFAULT_BENCHES),
                                description="KIND:PATH[:LIMIT] dev benchmarks for the judges' accuracy table "
                                "(repeat the flag; benches=[] skips the table)", json_schema_extra={"flag": "--bench"})
