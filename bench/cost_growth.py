@@ -25,7 +25,6 @@ Three parts, each size in its own process (peak RSS is that process's own):
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -83,9 +82,9 @@ def pool_worker(args: argparse.Namespace) -> None:
 def generate_worker(args: argparse.Namespace) -> None:
     import torch
 
+    from smorm.data.spec import PromptRecord
     from smorm.rlhf.generate import generate_pool, load_policy
     from smorm.rlhf.pools import read_pool
-    from smorm.data.spec import PromptRecord
     from smorm.rlhf.settings import SamplingConfig
 
     torch.set_num_threads(args.threads)
