@@ -185,3 +185,56 @@ def test_policy_dtype_auto_picks_bf16_only_where_it_is_native(monkeypatch, nativ
     settings = BoNSettings(proxies=["p"], gold="g", policy_dtype="auto", device="cpu")
     assert lab.policy_dtype(settings) == ("bfloat16" if native else "float32")
     assert lab.policy_dtype(BoNSettings(proxies=["p"], gold="g", policy_dtype="float16")) == "float16"
+
+
+def test_top_k_proxies_score_a_pool_through_one_lower_pass(lab, tiny_llama_dir, tmp_path):
+    """Two top_k models on one backbone: pool scores through the feature store equal the full forward,
+    and the second model finds every lower-layer state the first one stored (the lower layers run once)."""
+    import torch
+
+    from smorm.models.backbone import load_backbone
+    from smorm.models.cached_scoring import trained_top_layers
+    from smorm.models.feature_cache import FeatureStore
+    from smorm.models.reward_model import RewardModel, RewardModelConfig
+    from smorm.models.trunk import apply_trunk_mode
+    from smorm.rlhf.generate import read_pool
+    from smorm.rlhf.scorers import pool_scores
+
+    folders = []
+    for seed in (1, 2):
+        loaded = load_backbone(str(tiny_llama_dir))
+        model = RewardModel(loaded.model, loaded.tokenizer, RewardModelConfig(
+            backbone=str(tiny_llama_dir), heads={"single": {"kind": "linear"}}, max_length=96))
+        apply_trunk_mode(model, "top_k", 1)  # the top layer (of 2) and the final norm train
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for parameter in [*model.base_model.layers[1].parameters(), *model.heads.parameters()]:
+                parameter.add_(0.3 * torch.randn_like(parameter))
+        folders.append(model.save_pretrained(tmp_path / f"proxy-{seed}"))
+    assert [trained_top_layers(f, 2) for f in folders] == [1, 1]
+    assert trained_top_layers(lab["bt"], 2) == 1  # heads only: the reference backbone whole
+    entries = read_pool(lab["out"] / "pool.jsonl")
+    pool = lab["out"] / "pool.jsonl"
+    computed: list[int] = []
+    original = FeatureStore.build
+
+    def counting(self, sequences, compute, *args, **kwargs):
+        def counted(chunk):
+            computed.append(len(chunk))
+            return compute(chunk)
+        return original(self, sequences, counted, *args, **kwargs)
+
+    FeatureStore.build = counting  # type: ignore[method-assign]
+    through_store, counts = [], []
+    try:
+        for folder in folders:
+            through_store.append(pool_scores(folder, entries, pool, None, store_root=tmp_path / "store"))
+            counts.append(sum(computed))
+    finally:
+        FeatureStore.build = original  # type: ignore[method-assign]
+    distinct = {(json.dumps(e.prompt), r) for e in entries for r in e.responses}
+    assert counts == [len(distinct), len(distinct)]  # the first model computed them all, the second none
+    for folder, cached in zip(folders, through_store, strict=True):
+        full = pool_scores(folder, entries, pool, None)
+        np.testing.assert_allclose(cached.single, full.single, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(through_store[0].single, through_store[1].single)  # two different models

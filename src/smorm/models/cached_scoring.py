@@ -11,6 +11,8 @@ benchmark table computes the table's lower layers once instead of twenty times.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ from smorm.models.devices import autocast, module_device, move_to
 from smorm.models.feature_cache import FeatureStore, part_key, sequence_key
 from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.packing import PackedRows, Unit, pack_units
-from smorm.models.reward_model import RewardModel
+from smorm.models.reward_model import CONFIG_NAME, DELTA_NAME, RewardModel, model_folder
 from smorm.models.scoring import can_pack, length_sorted_batches, sequence_units, unit_batches
-from smorm.models.trunk import apply_trunk_mode, cached_part
+from smorm.models.trunk import apply_trunk_mode, cached_part, num_layers
 from smorm.types import RewardOutput
 
 
@@ -120,6 +122,59 @@ def feature_store(model: RewardModel, trunk: str, top_k: int, precision: str, st
                                   "precision": precision, "dtype": str(storage).removeprefix("torch.")})
 
 
+LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def trained_top_layers(folder: str | Path, total_layers: int) -> int | None:
+    """How many top layers of its backbone a saved model changed, read from the folder alone.
+
+    A ``delta`` folder (what ``top_k`` training saves) names every backbone weight that differs from
+    the reference backbone; the layers below the lowest one it names are the reference's, so their
+    states are the same for every model on that backbone and can come from the shared store. A
+    ``reference`` folder changed no backbone weight: 1 (only the top layer then runs per model).
+    None: the whole backbone is stored (``full``), the delta changes a weight outside the layers other
+    than a norm (the embeddings), or it reaches the first layer (LoRA), so nothing below is shared.
+    """
+    folder = model_folder(folder)
+    config_file = folder / CONFIG_NAME
+    if not config_file.is_file():
+        return None
+    stored = json.loads(config_file.read_text()).get("backbone_weights", "full")
+    if stored == "reference":
+        return 1
+    if stored != "delta" or not (folder / DELTA_NAME).is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(folder / DELTA_NAME), framework="pt") as handle:
+        names = list(handle.keys())  # noqa: SIM118 (a safetensors handle, not a dict)
+    indices = [int(m.group(1)) for m in map(LAYER_INDEX.search, names) if m]
+    outside = [n for n in names if not LAYER_INDEX.search(n) and "norm" not in n.rsplit(".", 2)[-2]]
+    if not indices or outside or min(indices) == 0:
+        return None
+    return total_layers - min(indices)
+
+
+def with_cached_lower_layers(scorer: Any, folder: str | Path, store_root: str | Path) -> Any:
+    """``scorer`` with each smorm model whose lower layers are the reference backbone's scoring through
+    them from the store (:class:`CachedTrunkScorer`): several proxies and a gold on one backbone then
+    run a pool's lower layers once between them. A composite's members are wrapped one by one; a gated
+    model, a full fine-tune or a Hugging Face classifier is returned as it is."""
+    from smorm.models.composite import CompositeScorer, member_paths
+
+    def wrapped(model: Any, where: Path) -> Any:
+        if not isinstance(model, RewardModel) or GATE_HEAD in model.heads:
+            return model
+        top = trained_top_layers(where, num_layers(model))
+        return model if top is None else CachedTrunkScorer(model, top, store_root)
+
+    if isinstance(scorer, CompositeScorer):
+        scorer.members = [wrapped(m, where) for m, where in zip(
+            scorer.members, member_paths(scorer.folder, scorer.spec), strict=True)]
+        return scorer
+    return wrapped(scorer, Path(folder))
+
+
 class CachedTrunkScorer:
     """A :class:`~smorm.models.scorers.Scorer` over a ``top_k`` model whose lower layers come from a store.
 
@@ -152,8 +207,11 @@ class CachedTrunkScorer:
 
     @torch.no_grad()
     def score_token_ids(self, sequences: Sequence[list[int]], batch_size: int = 16, autocast_bf16: bool = False,
-                        response_starts: Sequence[int] | None = None, show_progress: bool = False) -> RewardOutput:
-        """Lower-layer states from the store (computing the missing ones), then the top layers and heads."""
+                        response_starts: Sequence[int] | None = None, show_progress: bool = False,
+                        pack: bool = True) -> RewardOutput:
+        """Lower-layer states from the store (computing the missing ones), then the top layers and heads.
+
+        With ``response_starts`` (and ``pack``) the lower layers run in packed rows, each prompt once."""
         device = module_device(self.model)
         pad_id = self.tokenizer.pad_token_id
         lower = self.lower
@@ -163,7 +221,7 @@ class CachedTrunkScorer:
 
         compute: Callable[[list[list[int]]], list[torch.Tensor]] = padded
         plan = None
-        if response_starts is not None and can_pack(self.model) and sequences:
+        if pack and response_starts is not None and can_pack(self.model) and sequences:
             # the lower layers in packed rows: each prompt once for all its responses (issue 15)
             starts = {sequence_key(ids): start for ids, start in zip(sequences, response_starts, strict=True)}
             packed = PackedStates(lower.packed, starts, pad_id, device, autocast_bf16,

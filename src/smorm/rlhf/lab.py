@@ -20,6 +20,7 @@ import numpy as np
 
 from smorm.io import atomic_write_json, read_json
 from smorm.models.devices import fast_bf16, resolve_device
+from smorm.models.feature_cache import feature_store_root
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
 from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired_gold_difference
@@ -143,7 +144,8 @@ def run_bon(settings: BoNSettings, log: Callable[[str], None] = logger.info) -> 
     for folder in dict.fromkeys(folders):
         log(f"scoring the pool with {folder}")
         scores[folder] = pool_scores(folder, entries, pool_path, out / "scores", settings.score_batch_size,
-                                     settings.bf16, device=settings.device)
+                                     settings.bf16, device=settings.device,
+                                     store_root=feature_store_root() if settings.feature_cache else None)
     scored = time.time()
     curves, attributes = compute_curves(settings, entries, scores)
     title = f"{prompt_report['kind']}: {len(entries)} prompts × N={len(entries[0].responses)}"

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from smorm.io import atomic_write_json, read_json
+from smorm.models.cached_scoring import with_cached_lower_layers
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
 from smorm.rlhf.pools import PoolEntry
@@ -140,8 +141,14 @@ class PoolScores:
 def pool_scores(
     path: Path, entries: Sequence[PoolEntry], pool_file: Path, cache_dir: Path | None,
     batch_size: int = 16, bf16: bool = False, dtype: str | None = None, device: str | None = None,
+    store_root: Path | None = None,
 ) -> PoolScores:
-    """Score a pool with the model at ``path`` (or read the cached scores)."""
+    """Score a pool with the model at ``path`` (or read the cached scores).
+
+    ``store_root``: a feature store; a model whose lower layers are its backbone's (``top_k``, a
+    ``delta`` folder) then reads their states from it, so the proxies and the gold of one backbone run
+    the pool's lower layers once between them (:func:`~smorm.models.cached_scoring.with_cached_lower_layers`).
+    """
     from smorm.models.reward_model import COMBINED, GATE_HEAD
 
     folder = model_folder(path)
@@ -158,6 +165,8 @@ def pool_scores(
         raise ValueError(f"{pool_file}: prompts have different numbers of responses {sorted(sizes)}")
     num_prompts, pool_size = len(entries), sizes.pop()
     scorer = load_scorer(path, dtype=dtype, device=device)
+    if store_root is not None:
+        scorer = with_cached_lower_layers(scorer, folder, store_root)
     output = score_pool(scorer, entries, batch_size=batch_size, bf16=bf16)
 
     def shaped(tensor: torch.Tensor | None) -> np.ndarray | None:
