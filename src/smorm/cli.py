@@ -227,6 +227,8 @@ def study(
 def synthetic(
     config: Annotated[Path, typer.Argument(help="YAML recipe (see configs/synthetic/)")],
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    pools_only: Annotated[bool, typer.Option(help="only write the prompt sets and sample (or resume) their pools: "
+                                             "they need neither the gold nor the proxies")] = False,
 ) -> None:
     """The synthetic-gold lab (Gao et al. 2023, Coste et al. 2024): train the gold, relabel the pairs at each
     noise level, train every proxy on the labels, run Best-of-N against the gold ID and OOD.
@@ -240,7 +242,10 @@ def synthetic(
         plan(recipe, base_dir, where=str(config))  # every run config checked before anything trains
     except Exception as error:  # noqa: BLE001 - shown to the user as is
         _fail(str(error))
-    run_synthetic(config, show_progress=not quiet, log=typer.echo)
+    result = run_synthetic(config, show_progress=not quiet, log=typer.echo, pools_only=pools_only)
+    if pools_only:
+        typer.echo("pools done: " + ", ".join(result["pools"].values()))
+        return
     typer.echo(f"recipe done: {Path(recipe.output_dir) / 'synthetic.json'}")
 
 

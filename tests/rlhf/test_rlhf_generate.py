@@ -16,6 +16,7 @@ from smorm.rlhf.generate import (
     load_policy,
     nucleus_filter,
     read_pool,
+    sample_responses,
 )
 from smorm.rlhf.settings import SamplingConfig
 
@@ -71,6 +72,26 @@ def test_samples_do_not_depend_on_batching(tmp_path, tiny_llama_dir, policy):
     other_seed = generate_pool(str(tiny_llama_dir), PROMPTS, tmp_path / "d.jsonl",
                                SamplingConfig(num_samples=3, max_new_tokens=6, seed=6), loaded=policy)
     assert [e.responses for e in other_seed] != [e.responses for e in one_per_call]
+
+
+def test_a_shared_prompt_prefill_gives_the_unshared_samples_from_one_row_per_prompt(policy):
+    model, tokenizer = policy
+    config = SamplingConfig(num_samples=4, max_new_tokens=5, seed=3)
+    prompts = [p.prompt for p in PROMPTS]  # different lengths: left padding in the shared prefill too
+    seen: list[tuple[int, int]] = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda _m, args, _o: seen.append(tuple(args[0].shape)))
+    try:
+        shared = sample_responses(model, tokenizer, prompts, config, share_prompt=True)
+        first_shared = seen[0]
+        seen.clear()
+        unshared = sample_responses(model, tokenizer, prompts, config, share_prompt=False)
+        first_unshared = seen[0]
+    finally:
+        hook.remove()
+    assert shared == unshared
+    assert first_shared[0] == 3 and first_unshared[0] == 12  # the prefill: one row per prompt, not per sample
+    assert first_shared[1] == first_unshared[1] - 1  # everything but the last prompt token is cached
+    assert any(len(set(texts)) > 1 for texts, _, _ in shared)  # really sampled
 
 
 def test_pool_grows_line_by_line_and_resumes_after_a_kill(tmp_path, tiny_llama_dir, policy):

@@ -86,7 +86,8 @@ def tiny_recipe(tmp_path: Path, backbone: Path) -> Path:
     recipe = {
         "output_dir": str(tmp_path / "out"),
         "gold": {"config": "gold.yaml"},
-        "pairs": [{"name": "toy", "path": "toy-pairs.jsonl", "format": "pairs", "train": 6}],
+        "pairs": [{"name": "toy", "path": "toy-pairs.jsonl", "format": "pairs", "train": 6,
+                   "heldout_from": 7}],
         "noise": [0.0, 0.25],
         "noise_seed": 1,
         "proxy_base": {
@@ -268,3 +269,38 @@ def test_recipe_errors_are_reported_before_anything_runs(tmp_path, tiny_llama_di
     result = CliRunner().invoke(app, ["synthetic", str(path)])
     assert result.exit_code == 2 and "noise: 1.0 is not in [0, 1)" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_pools_only_samples_the_pools_where_the_recipe_keeps_them_before_any_gold(tmp_path, tiny_llama_dir):
+    path = tiny_recipe(tmp_path, tiny_llama_dir)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["pools_dir"] = "kept-pools"  # relative to the recipe file, like a repo data folder
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["synthetic", str(path), "--quiet", "--pools-only"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert not (out / "gold").exists() and not (out / "labels").exists()  # nothing trained or relabelled
+    pools = tmp_path / "kept-pools"
+    assert sorted(p.name for p in pools.iterdir()) == [
+        "id.jsonl.gz", "id.jsonl.gz.meta.json", "ood.jsonl.gz", "ood.jsonl.gz.meta.json"]
+    from smorm.rlhf.pools import read_pool
+
+    id_pool = read_pool(pools / "id.jsonl.gz")
+    trained = {f"Tell me about the {fruit}." for fruit in FRUITS[:7]}  # the first heldout_from records
+    assert len(id_pool) == 4 and all(len(e.responses) == 3 for e in id_pool)
+    assert not {e.prompt[-1]["content"] for e in id_pool} & trained
+    assert len(read_pool(pools / "ood.jsonl.gz")) == 3
+
+
+def test_an_in_distribution_prompt_a_proxy_trained_on_is_refused(finished_recipe, tmp_path):
+    from smorm.rlhf.synthetic import check_heldout
+
+    config, base_dir = load_synthetic(finished_recipe["recipe"])
+    recipe = plan(config, base_dir)
+    first_trained = read_rows(finished_recipe["out"] / "labels" / "noise-0" / "toy.jsonl")[0]["prompt"]
+    held_out = read_rows(finished_recipe["out"] / "prompts" / "id.jsonl")
+    check_heldout(recipe, {"id": finished_recipe["out"] / "prompts" / "id.jsonl"})  # the recipe's own: fine
+    bad = tmp_path / "id.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in [held_out[0], {"prompt": first_trained}]))
+    with pytest.raises(ValueError, match=r"id\.jsonl:2: prompt: a proxy trained on"):
+        check_heldout(recipe, {"id": bad})

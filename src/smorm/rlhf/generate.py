@@ -114,6 +114,22 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+def prefill_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+    """The KV cache of every token but the last of left-padded prompts, as ``generate`` would build it
+    (positions counted from each row's first real token); ``generate`` then runs the last token and
+    samples. None when the prompts are a single token (nothing to cache)."""
+    from transformers import DynamicCache
+
+    if input_ids.shape[1] < 2:
+        return None
+    head_ids, head_mask = input_ids[:, :-1], attention_mask[:, :-1]
+    positions = (head_mask.long().cumsum(-1) - 1).masked_fill(head_mask == 0, 1)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=head_ids, attention_mask=head_mask, position_ids=positions, past_key_values=cache,
+          use_cache=True, logits_to_keep=1)
+    return cache
+
+
 def encode_prompt(tokenizer: Any, prompt: list[Message], max_prompt_tokens: int) -> list[int]:
     """Chat-template token ids of a prompt with the generation prompt; a long prompt keeps its end."""
     text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
@@ -128,6 +144,7 @@ def sample_responses(
     prompts: Sequence[list[Message]],
     config: SamplingConfig,
     sample_indices: Sequence[Sequence[int]] | None = None,
+    share_prompt: bool = True,
 ) -> list[tuple[list[str], list[int], list[bool]]]:
     """Sample responses to several prompts in ONE left-padded ``generate`` call.
 
@@ -135,6 +152,9 @@ def sample_responses(
         prompts: the prompts of the batch.
         sample_indices: for each prompt, which sample indices to draw (default ``0..N-1``); the
             index picks the response's random stream.
+        share_prompt: encode each prompt once and copy its KV cache to its responses' rows (when
+            every prompt draws as many responses), instead of a prefill of every row: the same
+            samples (up to float rounding) for ``1/N`` of the prefill.
     Returns:
         Per prompt: ``(texts, token counts, finished)`` where ``finished`` is False for a response
         cut at ``max_new_tokens``.
@@ -144,24 +164,39 @@ def sample_responses(
     if sample_indices is None:
         sample_indices = [range(config.num_samples)] * len(prompts)
     rows: list[list[int]] = []
+    distinct: list[list[int]] = []
     seeds: list[int] = []
     owners: list[int] = []
     for p, (prompt, indices) in enumerate(zip(prompts, sample_indices)):
         ids = encode_prompt(tokenizer, prompt, config.max_prompt_tokens)
+        distinct.append(ids)
         key = prompt_key(prompt)
         for j in indices:
             rows.append(ids)
             seeds.append(sample_seed(config.seed, key, int(j)))
             owners.append(p)
-    batch = tokenizer.pad({"input_ids": rows}, padding=True, padding_side="left", return_tensors="pt")
     eos = eos_token_ids(model, tokenizer)
     generation = GenerationConfig(
         max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id, use_cache=True,
     )
     device = module_device(model)
+    sizes = {len(indices) for indices in sample_indices}
+    repeats = sizes.pop() if len(sizes) == 1 else 1
+    if share_prompt and repeats > 1:
+        # each prompt through the model once; its KV cache is copied to its responses' rows (issue 16)
+        batch = tokenizer.pad({"input_ids": distinct}, padding=True, padding_side="left", return_tensors="pt")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        cache = prefill_cache(model, batch["input_ids"], batch["attention_mask"])
+        if cache is not None:
+            cache.batch_repeat_interleave(repeats)
+        batch = {k: v.repeat_interleave(repeats, dim=0) for k, v in batch.items()}
+    else:
+        batch = tokenizer.pad({"input_ids": rows}, padding=True, padding_side="left", return_tensors="pt")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        cache = None
     output = model.generate(
-        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], cache=cache,
         generation_config=generation,
         logits_processor=LogitsProcessorList([GumbelSampler(seeds, config.temperature, config.top_p)]),
     )

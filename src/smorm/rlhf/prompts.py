@@ -48,17 +48,42 @@ def heldout_prompts(
         ValueError: a run trained on a whole source (no ``limit``) leaves nothing of it held out and
             no source has held-out prompts.
     """
+    return heldout_from_sources(run_sources(runs), count, seed, max_prompt_chars, where=f"the runs {[str(r) for r in runs]}")
+
+
+def trained_prompt_keys(trained_sources: Sequence[tuple[Any, int | None, str]]) -> set[str]:
+    """The prompt keys of the first ``limit`` valid records of each ``(source, limit, on_error)``."""
     from smorm.data import load_pairs
 
-    trained: set[str] = set()
-    sources: dict[str, Any] = {}
+    keys: set[str] = set()
+    for source, limit, on_error in trained_sources:
+        records, _ = load_pairs(_source_spec(source, limit), on_error=on_error)
+        keys.update(prompt_key(r.prompt) for r in records)
+    return keys
+
+
+def run_sources(runs: Sequence[str | Path]) -> list[tuple[Any, int | None, str]]:
+    """``(pair source, limit, on_error)`` of every pair source the runs trained on (from their config.json)."""
+    trained_sources = []
     for run in runs:
         config = read_run_config(run, needed_for="held-out prompts need the run's config to know which records "
                                  "it trained on")
-        for source in config.data.pairs:
-            records, _ = load_pairs(_source_spec(source, source.limit), on_error=config.data.on_error)
-            trained.update(prompt_key(r.prompt) for r in records)
-            sources.setdefault(json.dumps([source.path, source.format, source.options], sort_keys=True), source)
+        trained_sources += [(source, source.limit, config.data.on_error) for source in config.data.pairs]
+    return trained_sources
+
+
+def heldout_from_sources(
+    trained_sources: Sequence[tuple[Any, int | None, str]], count: int, seed: int = 0,
+    max_prompt_chars: int | None = None, where: Any = "the sources",
+) -> tuple[list[PromptRecord], dict[str, Any]]:
+    """:func:`heldout_prompts` from ``(pair source, records trained on, on_error)`` triples: the prompts of
+    the first ``limit`` valid records of each source are excluded (all of them when ``limit`` is None)."""
+    from smorm.data import load_pairs
+
+    trained = trained_prompt_keys(trained_sources)
+    sources: dict[str, Any] = {}
+    for source, _, _ in trained_sources:
+        sources.setdefault(json.dumps([source.path, source.format, source.options], sort_keys=True), source)
     candidates: list[PromptRecord] = []
     seen: set[str] = set()
     per_source: dict[str, int] = {}
@@ -76,7 +101,7 @@ def heldout_prompts(
             per_source[report.source] = per_source.get(report.source, 0) + 1
     if not candidates:
         raise ValueError(
-            f"no held-out prompts: the runs {[str(r) for r in runs]} trained on every prompt of their pair sources; "
+            f"no held-out prompts: {where} trained on every prompt of their pair sources; "
             "train the proxies with a `limit` on each source, or give an explicit prompt file"
         )
     chosen = sorted(random.Random(seed).sample(range(len(candidates)), min(count, len(candidates))))

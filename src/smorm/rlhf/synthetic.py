@@ -16,10 +16,14 @@ is over-optimisation by definition. Reads top to bottom, every step resumable:
    the gold's ratings of those pairs' responses, ``OUT/labels/train-ratings.jsonl``, read raw); a
    seed ensemble is written as a composite (``combine: uwo`` for Coste et al.'s UWO) and a Baseline
    SM from its two trained methods.
-5. **Prompts**: ``id`` = a seeded sample of the relabelled sources' prompts no proxy trained on; any
-   other set is a prompt file (MT-Bench first turns for OOD); written to ``OUT/prompts/NAME.jsonl``.
+5. **Prompts**: ``id`` = a seeded sample of the sources' prompts past the first ``heldout_from`` records (default 2 x ``train``)
+   (so no proxy trained on them whatever ties the relabelling drops; checked once the proxies are
+   built); any other set is a prompt file (MT-Bench first turns for OOD); written to
+   ``OUT/prompts/NAME.jsonl``. They do not depend on the gold, so ``--pools-only`` samples the pools
+   first.
 6. **Best-of-N**: ``smorm bon`` per noise level and prompt set against the gold, all proxies on one
-   pool per prompt set (``OUT/pools/NAME.jsonl.gz``, shared by the noise levels), into
+   pool per prompt set (``pools_dir/NAME.jsonl.gz``, default ``OUT/pools``; shared by the noise
+   levels), into
    ``OUT/bon/noise-P/NAME/``; ``OUT/synthetic.json`` gathers what was done.
 """
 
@@ -42,10 +46,12 @@ from smorm.models.composite import (
     write_baseline_sm,
     write_ensemble,
 )
-from smorm.rlhf.lab import run_bon
-from smorm.rlhf.prompts import file_prompts, heldout_prompts
+from smorm.rlhf.lab import load_pool, run_bon
+from smorm.rlhf.pools import prompt_key
+from smorm.rlhf.prompts import file_prompts, heldout_from_sources, trained_prompt_keys
 from smorm.rlhf.relabel import relabel, sidecar
 from smorm.rlhf.settings import BoNSettings, RelabelSettings, SyntheticConfig, SyntheticMethod
+from smorm.run_config import DataSource
 from smorm.settings import load_mapping, validate_settings
 from smorm.study.settings import merge
 from smorm.train import trainer
@@ -281,22 +287,34 @@ def proxy_refs(proxies: list[Proxy]) -> list[str]:
     return refs
 
 
+def original_sources(plan: Plan) -> list[tuple[DataSource, int | None, str]]:
+    """The recipe's pair sources as read before relabelling, each with the records reserved for training.
+
+    The proxies train on the first ``train`` *relabelled* pairs, and relabelling drops ties, so those
+    can reach a little past the first ``train`` original records; reserving ``heldout_from`` (default
+    twice as many) keeps the in-distribution prompts independent of the gold (the pools can be sampled
+    before it exists), and :func:`check_heldout` confirms it once the proxies' training data is known."""
+    return [
+        (DataSource(path=str(resolve_path(s.path, plan.base_dir)), format=s.format, name=s.name),
+         s.heldout_from or 2 * s.train, "skip")
+        for s in plan.config.pairs
+    ]
+
+
+def pool_paths(plan: Plan) -> dict[str, Path]:
+    """Each prompt set's pool: ``pools_dir/NAME.jsonl.gz`` (relative to the recipe file) or ``OUT/pools``."""
+    root = plan.out / "pools" if plan.config.pools_dir is None else resolve_path(plan.config.pools_dir, plan.base_dir)
+    return {p.name: Path(root) / f"{p.name}.jsonl.gz" for p in plan.config.prompt_sets}
+
+
 def write_prompt_sets(plan: Plan) -> dict[str, Path]:
     """Each prompt set as a prompt file, the same for every noise level (so one pool serves them all)."""
     bon = BoNSettings(**plan.config.bon, proxies=["proxy"], gold="gold")
-    trained_runs = [
-        Path(run.output_dir)
-        for proxies in plan.proxies.values()
-        for p in proxies
-        for run in p.runs
-        if run.data.pairs
-    ]
     files = {}
     for prompt_set in plan.config.prompt_sets:
         if prompt_set.prompts == "id":
-            records, _ = heldout_prompts(
-                trained_runs, prompt_set.num_prompts, bon.prompt_seed, bon.max_prompt_chars
-            )
+            records, _ = heldout_from_sources(original_sources(plan), prompt_set.num_prompts, bon.prompt_seed,
+                                              bon.max_prompt_chars, where=f"{plan.out}: pairs")
         else:
             records, _ = file_prompts(
                 resolve_path(prompt_set.prompts, plan.base_dir), prompt_set.num_prompts, bon.prompt_seed
@@ -309,12 +327,44 @@ def write_prompt_sets(plan: Plan) -> dict[str, Path]:
     return files
 
 
+def check_heldout(plan: Plan, prompt_files: dict[str, Path]) -> None:
+    """Refuse an in-distribution prompt that some proxy trained on (see :func:`original_sources`)."""
+    runs = [run for proxies in plan.proxies.values() for p in proxies for run in p.runs if run.data.pairs]
+    trained = trained_prompt_keys(
+        [(source, source.limit, run.data.on_error) for run in runs for source in run.data.pairs])
+    for prompt_set in plan.config.prompt_sets:
+        if prompt_set.prompts != "id":
+            continue
+        path = prompt_files[prompt_set.name]
+        for line, text in enumerate(path.read_text().splitlines(), 1):
+            if prompt_key(json.loads(text)["prompt"]) in trained:
+                raise ValueError(f"{path}:{line}: prompt: a proxy trained on this in-distribution prompt (relabelling "
+                                 "dropped more ties than the records reserved: raise pairs[].heldout_from)")
+
+
+def sample_pools(plan: Plan, prompt_files: dict[str, Path], log: Callable[[str], None]) -> dict[str, Path]:
+    """Sample (or resume) every prompt set's pool; nothing here needs the gold or the proxies."""
+    pools = pool_paths(plan)
+    for name, prompts in prompt_files.items():
+        settings = BoNSettings(**plan.config.bon, proxies=["proxy"], gold="gold", prompts=str(prompts),
+                               num_prompts=len(prompts.read_text().splitlines()), pool=pools[name])
+        log(f"pool {name}: {pools[name]}")
+        load_pool(settings, pools[name], log)
+    return pools
+
+
 def run_synthetic(
-    path: str | Path, show_progress: bool = True, log: Callable[[str], None] = logger.info
+    path: str | Path, show_progress: bool = True, log: Callable[[str], None] = logger.info,
+    pools_only: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole recipe (see the module docstring); returns (and writes) ``OUT/synthetic.json``."""
+    """Run the whole recipe (see the module docstring); returns (and writes) ``OUT/synthetic.json``.
+
+    ``pools_only``: write the prompt sets and sample their pools, nothing else (hours on a CPU, and
+    independent of the gold and the proxies); returns the pools' paths."""
     config, base_dir = load_synthetic(path)
     recipe = plan(config, base_dir, where=str(path))
+    if pools_only:
+        return {"pools": {k: str(v) for k, v in sample_pools(recipe, write_prompt_sets(recipe), log).items()}}
     if recipe.gold_run is not None:
         train_if_needed(recipe.gold_run, show_progress, log)
     elif not recipe.gold_path.exists():
@@ -322,6 +372,8 @@ def run_synthetic(
     labels = make_labels(recipe, log)
     build_proxies(recipe, show_progress, log)
     prompt_files = write_prompt_sets(recipe)
+    check_heldout(recipe, prompt_files)
+    pools = pool_paths(recipe)
     bon: dict[str, dict[str, Any]] = {}
     for noise, proxies in recipe.proxies.items():
         for name, prompts in prompt_files.items():
@@ -333,7 +385,7 @@ def run_synthetic(
                 prompts=str(prompts),
                 num_prompts=len(prompts.read_text().splitlines()),
                 out_dir=out,
-                pool=recipe.out / "pools" / f"{name}.jsonl.gz",
+                pool=pools[name],
             )
             log(f"Best-of-N {noise_tag(noise)} {name}: {len(settings.proxies)} proxy curves")
             summary = run_bon(settings, log=log)
