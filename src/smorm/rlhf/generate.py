@@ -125,7 +125,7 @@ def prefill_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     head_ids, head_mask = input_ids[:, :-1], attention_mask[:, :-1]
     positions = (head_mask.long().cumsum(-1) - 1).masked_fill(head_mask == 0, 1)
     cache = DynamicCache(config=model.config)
-    model(input_ids=head_ids, attention_mask=head_mask, position_ids=positions, past_key_values=cache,
+    model(input_ids=head_ids, attention_mask=head_mask, position_ids=positions, cache=cache,
           use_cache=True, logits_to_keep=1)
     return cache
 
