@@ -64,12 +64,13 @@ def trained_prompt_keys(trained_sources: Sequence[tuple[Any, int | None, str]]) 
 
 def run_sources(runs: Sequence[str | Path]) -> list[tuple[Any, int | None, str]]:
     """``(pair source, limit, on_error)`` of every pair source the runs trained on (from their config.json)."""
-    trained_sources = []
-    for run in runs:
-        config = read_run_config(run, needed_for="held-out prompts need the run's config to know which records "
-                                 "it trained on")
-        trained_sources += [(source, source.limit, config.data.on_error) for source in config.data.pairs]
-    return trained_sources
+    return config_sources([read_run_config(run, needed_for="held-out prompts need the run's config to know which "
+                                           "records it trained on") for run in runs])
+
+
+def config_sources(configs: Sequence[Any]) -> list[tuple[Any, int | None, str]]:
+    """``(pair source, limit, on_error)`` of every pair source of these run configs."""
+    return [(source, source.limit, config.data.on_error) for config in configs for source in config.data.pairs]
 
 
 def heldout_from_sources(

@@ -48,7 +48,7 @@ from smorm.models.composite import (
 )
 from smorm.rlhf.lab import load_pool, run_bon
 from smorm.rlhf.pools import prompt_key
-from smorm.rlhf.prompts import file_prompts, heldout_from_sources, trained_prompt_keys
+from smorm.rlhf.prompts import config_sources, file_prompts, heldout_from_sources, trained_prompt_keys
 from smorm.rlhf.relabel import relabel, sidecar
 from smorm.rlhf.settings import BoNSettings, RelabelSettings, SyntheticConfig, SyntheticMethod
 from smorm.run_config import DataSource
@@ -330,8 +330,7 @@ def write_prompt_sets(plan: Plan) -> dict[str, Path]:
 def check_heldout(plan: Plan, prompt_files: dict[str, Path]) -> None:
     """Refuse an in-distribution prompt that some proxy trained on (see :func:`original_sources`)."""
     runs = [run for proxies in plan.proxies.values() for p in proxies for run in p.runs if run.data.pairs]
-    trained = trained_prompt_keys(
-        [(source, source.limit, run.data.on_error) for run in runs for source in run.data.pairs])
+    trained = trained_prompt_keys(config_sources(runs))
     for prompt_set in plan.config.prompt_sets:
         if prompt_set.prompts != "id":
             continue
