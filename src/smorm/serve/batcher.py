@@ -187,18 +187,20 @@ class MicroBatcher:
         except Exception as caught:  # noqa: BLE001 - handed to the requests, the worker keeps going
             logger.exception("scoring a batch of %d sequences failed", len(sequences))
             error = caught
-        start = 0
-        for job in batch:
-            stop = start + len(job.sequences)
-            rows = None if result is None else slice_output(result, start, stop)
-            job.loop.call_soon_threadsafe(_resolve, job.future, rows, error)
-            start = stop
+        # The books are settled before any request is answered, so a client that has its answer
+        # never sees its own sequences still counted as pending.
         with self._lock:
             self._pending -= len(sequences)
             self.stats.batches += 1
             self.stats.sequences += len(sequences)
             self.stats.requests += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(sequences))
+        start = 0
+        for job in batch:
+            stop = start + len(job.sequences)
+            rows = None if result is None else slice_output(result, start, stop)
+            job.loop.call_soon_threadsafe(_resolve, job.future, rows, error)
+            start = stop
 
     def _fail_waiting(self, error: BaseException) -> None:
         leftovers = [self._carry] if self._carry is not None else []
