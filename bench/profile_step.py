@@ -36,8 +36,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--padded", action="store_true", help="train.shared_prompt: false (padded batches)")
+    parser.add_argument("--bf16", action="store_true", help="train.precision: bf16 (autocast, as the trainer runs it)")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
+    common.refuse_slow_bf16(args.bf16)
     import torch
 
     from smorm.train.batches import step_indices
@@ -46,7 +48,8 @@ def main() -> None:
     from smorm.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
-    name = args.name or f"profile_step-{args.backbone}" + ("-padded" if args.padded else "")
+    name = (args.name or f"profile_step-{args.backbone}" + ("-padded" if args.padded else "")
+            + ("-bf16" if args.bf16 else ""))
     info = common.banner(name)
     work = Path(tempfile.mkdtemp(prefix="smorm-bench-profile-"))
     ref = str(common.tiny_backbone(work, 4, 256)) if args.backbone == "tiny" else args.backbone
@@ -58,6 +61,7 @@ def main() -> None:
                  "max_length": args.max_length, "on_error": "skip"},
         "train": {"trunk": "full", "max_steps": args.steps + 1, "pair_batch_size": args.pair_batch,
                   "rating_batch_size": args.rating_batch, "lr": 1e-5, "warmup_ratio": 0.0,
+                  "precision": "bf16" if args.bf16 else "fp32",
                   **({"shared_prompt": False} if args.padded else {})},
     })
     trainer = Trainer(config, show_progress=False)
@@ -86,7 +90,8 @@ def main() -> None:
         marks.append(time.perf_counter())
         inputs = trainer._packed_inputs(indices) if trainer.packing else trainer._inputs(seq)
         marks.append(time.perf_counter())
-        output = model(**inputs)
+        with trainer._autocast():  # the trainer's own: the forward under bf16 autocast when precision says so
+            output = model(**inputs)
         marks.append(time.perf_counter())
         loss, _ = compute_losses(config, trainer.model_unwrapped, output, data, indices, inputs, 1)
         marks.append(time.perf_counter())

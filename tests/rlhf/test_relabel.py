@@ -300,3 +300,30 @@ def test_the_command_refuses_bad_input_before_scoring(gold, data, tmp_path, monk
     assert "ratings: the gold" in refused(str(single), "--data", str(data), "--out", out, "--ratings",
                                           str(tmp_path / "r.jsonl"))
     assert not Path(out).exists()
+
+
+def test_bf16_scoring_is_its_own_cache_entry_and_close_to_fp32(gold, data, tmp_path, monkeypatch):
+    out = tmp_path / "out.jsonl"
+    fp32 = relabel(settings(gold, data, out))
+    fp32_margins = [row["margin"] for row in read_rows(out)]
+    fp32_key = json.loads(fp32.provenance.read_text())["scores_key"]
+    seen: list[bool] = []
+    real = relabel_module.score_sequences
+
+    def spy(scorer, sequences, batch_size, bf16, *args, **kwargs):
+        seen.append(bf16)
+        return real(scorer, sequences, batch_size, bf16, *args, **kwargs)
+
+    monkeypatch.setattr(relabel_module, "score_sequences", spy)
+    bf16 = relabel(settings(gold, data, out, precision="bf16"))
+    assert bf16.scored == 24 and seen and all(seen)  # the fp32 scores are not reused for a bf16 run
+    provenance = json.loads(bf16.provenance.read_text())
+    assert provenance["precision"] == "bf16" and provenance["scores_key"] != fp32_key
+    rows = read_rows(out)  # the same pairs in input order (the truncated one an exact tie in bf16 too)
+    assert len(rows) == len(fp32_margins)
+    np.testing.assert_allclose([r["margin"] for r in rows], fp32_margins, atol=0.05 * max(fp32_margins))
+    seen.clear()
+    monkeypatch.setattr(relabel_module, "resolve_precision", lambda precision, device: "fp32")
+    again = relabel(settings(gold, data, out, precision="auto"))  # auto on a device without native bf16: fp32
+    assert again.scored == 24 and seen == [False] * len(seen) and seen
+    assert json.loads(again.provenance.read_text())["precision"] == "fp32"

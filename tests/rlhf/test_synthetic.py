@@ -268,6 +268,9 @@ def test_recipe_errors_are_reported_before_anything_runs(tmp_path, tiny_llama_di
     path.write_text(yaml.safe_dump({**raw, "noise": [0.0, 1.0]}))
     result = CliRunner().invoke(app, ["synthetic", str(path)])
     assert result.exit_code == 2 and "noise: 1.0 is not in [0, 1)" in result.output
+    path.write_text(yaml.safe_dump({**raw, "bon": {**raw["bon"], "bf16": True}}))  # one knob for all scoring
+    result = CliRunner().invoke(app, ["synthetic", str(path)])
+    assert result.exit_code == 2 and "bon.bf16: set scoring_precision instead" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -304,3 +307,20 @@ def test_an_in_distribution_prompt_a_proxy_trained_on_is_refused(finished_recipe
     bad.write_text("".join(json.dumps(r) + "\n" for r in [held_out[0], {"prompt": first_trained}]))
     with pytest.raises(ValueError, match=r"id\.jsonl:2: prompt: a proxy trained on"):
         check_heldout(recipe, {"id": bad})
+
+
+@pytest.mark.parametrize(("precision", "native", "expected"),
+                         [("fp32", True, False), ("bf16", False, True), ("auto", True, True), ("auto", False, False)])
+def test_scoring_precision_resolves_on_the_device(tmp_path, tiny_llama_dir, monkeypatch, precision, native, expected):
+    from smorm.models import devices
+
+    monkeypatch.setattr(devices, "fast_bf16", lambda device: native)
+    config, base_dir = load_synthetic(tiny_recipe(tmp_path, tiny_llama_dir))
+    assert plan(config.model_copy(update={"scoring_precision": precision}), base_dir).scoring_bf16() is expected
+
+
+def test_the_labels_and_the_pool_scores_record_their_precision(finished_recipe):
+    provenance = json.loads((finished_recipe["out"] / "labels" / "noise-0" / "toy.provenance.json").read_text())
+    assert provenance["precision"] == "fp32"  # the recipe's default scoring_precision
+    summary = json.loads((finished_recipe["out"] / "bon" / "noise-0" / "id" / "summary.json").read_text())
+    assert summary["settings"]["bf16"] is False

@@ -46,6 +46,7 @@ from smorm.data.spec import DataSpec
 from smorm.eval.scoring import score_sequences
 from smorm.io import atomic_save_tensors, atomic_write_json, atomic_write_text
 from smorm.models.composite import CompositeScorer
+from smorm.models.devices import resolve_device, resolve_precision
 from smorm.models.feature_cache import fingerprint, sequences_fingerprint, weights_digest
 from smorm.models.gate_spec import GATE_HEAD
 from smorm.models.hf_scorer import HFRewardModel
@@ -218,8 +219,8 @@ def read_tensors(path: Path, key: str) -> dict[str, torch.Tensor] | None:
 
 
 def gold_outputs(scorer: Any, sequences: list[list[int]], response_starts: list[int], scores: Path, key: str,
-                 batch_size: int, chunk_size: int = CHUNK_SEQUENCES, show_progress: bool = False
-                 ) -> tuple[RewardOutput, int]:
+                 batch_size: int, chunk_size: int = CHUNK_SEQUENCES, show_progress: bool = False,
+                 bf16: bool = False) -> tuple[RewardOutput, int]:
     """The gold's outputs for ``sequences`` (``[U]`` rows), read from ``scores`` when it holds ``key``.
 
     Otherwise the sequences are scored ``chunk_size`` at a time; each finished chunk is written to
@@ -240,7 +241,7 @@ def gold_outputs(scorer: Any, sequences: list[list[int]], response_starts: list[
         part_path = parts_dir / f"{key}-{start:09d}-{stop:09d}.safetensors"
         part = read_tensors(part_path, key)
         if part is None:
-            output = score_sequences(scorer, sequences[start:stop], batch_size, False, show_progress,
+            output = score_sequences(scorer, sequences[start:stop], batch_size, bf16, show_progress,
                                      f"gold: sequences {start}-{stop} of {len(sequences)}",
                                      response_starts[start:stop])
             part = stored_outputs(output)
@@ -347,10 +348,11 @@ def relabel(settings: RelabelSettings, *, show_progress: bool = False, chunk_siz
     encoded = [formatter.encode(p, r) for p, r in zip(table.prompts, table.responses, strict=True)]
     sequences, starts, slot = distinct_sequences(encoded)
     digest = gold_digest(gold)
-    key = fingerprint(digest, sequences_fingerprint(sequences))
+    precision = resolve_precision(settings.precision, resolve_device(settings.device))
+    key = fingerprint(digest, sequences_fingerprint(sequences), *(["bf16"] if precision == "bf16" else []))
     scores_path = sidecar(settings.out, ".scores.safetensors")
     output, scored = gold_outputs(gold, sequences, starts, scores_path, key, settings.batch_size, chunk_size,
-                                  show_progress)
+                                  show_progress, bf16=precision == "bf16")
 
     rewards = reward_for_mode(output, mode).double().numpy()[slot]  # [U]
     delta = rewards[table.chosen] - rewards[table.rejected]  # [P] gold reward of the input's chosen minus rejected
@@ -371,7 +373,7 @@ def relabel(settings: RelabelSettings, *, show_progress: bool = False, chunk_siz
               "gold_agrees": int((delta[kept] > 0).sum()), "truncated": formatter.num_truncated}
     provenance = {
         "command": "smorm relabel", "gold": settings.gold, "gold_kind": gold_kind(gold), "gold_digest": digest,
-        "scores_key": key, "mode": mode, "noise": settings.noise, "seed": settings.seed,
+        "scores_key": key, "precision": precision, "mode": mode, "noise": settings.noise, "seed": settings.seed,
         "tie_threshold": settings.tie_threshold, "max_length": int(gold.config.max_length),
         "input": {"path": settings.data, "format": settings.format, "detected_format": report.format,
                   "source": report.source, "skipped": report.skipped, "notes": report.notes},

@@ -153,6 +153,8 @@ class RelabelSettings(Strict):
                                                      "labels the pairs (default: the gold's own; F for SMORM)")
     device: str = Field("auto", description=DEVICE_HELP)
     batch_size: int = Field(16, ge=1, description="sequences per forward pass of the gold")
+    precision: Literal["fp32", "bf16", "auto"] = Field("fp32", description="bf16 autocast when the gold scores "
+                                                       "(auto: where the device multiplies bf16 natively)")
     max_length: int | None = Field(None, ge=8, description="tokens per prompt + response (default: the gold's "
                                    "own max_length)")
 
@@ -258,6 +260,9 @@ class SyntheticConfig(Strict):
     bon: dict[str, Any] = Field(default_factory=dict, description="smorm bon settings for every Best-of-N run "
                                 "(policy, sampling: {num_samples ...}, benches, batch sizes ...)")
     relabel_batch_size: int = Field(16, ge=1, description="sequences per forward pass of the gold when labelling")
+    scoring_precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="the gold's labelling and every Best-of-N scoring pass: bf16 autocast or fp32 (auto: bf16 "
+        "where the device multiplies it natively, an AVX512-BF16/AMX CPU or a GPU); overrides bon.bf16")
     device: str = Field("auto", description=DEVICE_HELP)
 
     @model_validator(mode="after")

@@ -46,6 +46,7 @@ from smorm.models.composite import (
     write_baseline_sm,
     write_ensemble,
 )
+from smorm.models.devices import resolve_device, resolve_precision
 from smorm.rlhf.lab import load_pool, run_bon
 from smorm.rlhf.pools import prompt_key
 from smorm.rlhf.prompts import config_sources, file_prompts, heldout_from_sources, trained_prompt_keys
@@ -96,6 +97,10 @@ class Plan:
         mode = self.config.gold.mode
         return f"{self.gold_path}:{mode}" if mode else str(self.gold_path)
 
+    def scoring_bf16(self) -> bool:
+        """``scoring_precision`` resolved on the recipe's device: the gold's labels and the pools' scores."""
+        return resolve_precision(self.config.scoring_precision, resolve_device(self.config.device)) == "bf16"
+
 
 def load_synthetic(path: str | Path) -> tuple[SyntheticConfig, Path]:
     """The validated recipe and the folder its relative data paths are read from."""
@@ -106,6 +111,9 @@ def load_synthetic(path: str | Path) -> tuple[SyntheticConfig, Path]:
 
 def plan(config: SyntheticConfig, base_dir: Path, where: str = "synthetic") -> Plan:
     """Every run config, validated (a typo fails here, before the gold trains for an hour)."""
+    if "bf16" in config.bon:
+        raise ValueError(f"{where}: bon.bf16: set scoring_precision instead (fp32, bf16 or auto); it decides the "
+                         "gold's labelling and every Best-of-N scoring pass alike")
     out = Path(config.output_dir)
     gold_run = None
     gold_path = Path(config.gold.path) if config.gold.path else out / "gold"
@@ -193,6 +201,7 @@ def make_labels(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                     mode=config.gold.mode,
                     device=config.device,
                     batch_size=config.relabel_batch_size,
+                    precision="bf16" if plan.scoring_bf16() else "fp32",
                 )
             )
             log(
@@ -379,6 +388,7 @@ def run_synthetic(
             out = recipe.out / "bon" / noise_tag(noise) / name
             settings = BoNSettings(
                 **config.bon,
+                bf16=recipe.scoring_bf16(),
                 proxies=proxy_refs(proxies),
                 gold=recipe.gold_ref(),
                 prompts=str(prompts),
