@@ -327,3 +327,13 @@ def test_bf16_scoring_is_its_own_cache_entry_and_close_to_fp32(gold, data, tmp_p
     again = relabel(settings(gold, data, out, precision="auto"))  # auto on a device without native bf16: fp32
     assert again.scored == 24 and seen == [False] * len(seen) and seen
     assert json.loads(again.provenance.read_text())["precision"] == "fp32"
+
+
+def test_on_error_skip_drops_a_bad_record_and_counts_it(gold, data, tmp_path):
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([*lines, json.dumps({"prompt": "Say hi.", "chosen": "", "rejected": "No."})]) + "\n")
+    with pytest.raises(Exception, match=rf"{data}:{len(lines) + 1}.*chosen"):
+        relabel(settings(gold, data, tmp_path / "strict.jsonl"))
+    result = relabel(settings(gold, data, tmp_path / "out.jsonl", on_error="skip"))
+    assert result.counts["pairs"] == len(PAIRS) and result.counts["read"] == len(PAIRS) + 1
+    assert json.loads(result.provenance.read_text())["input"]["skipped"]

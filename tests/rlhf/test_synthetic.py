@@ -324,3 +324,27 @@ def test_the_labels_and_the_pool_scores_record_their_precision(finished_recipe):
     assert provenance["precision"] == "fp32"  # the recipe's default scoring_precision
     summary = json.loads((finished_recipe["out"] / "bon" / "noise-0" / "id" / "summary.json").read_text())
     assert summary["settings"]["bf16"] is False
+
+
+def test_a_bad_record_stops_the_recipe_before_the_gold_trains_unless_skipped(tmp_path, tiny_llama_dir):
+    path = tiny_recipe(tmp_path, tiny_llama_dir)
+    pairs = tmp_path / "toy-pairs.jsonl"
+    lines = pairs.read_text().splitlines()
+    lines.insert(2, json.dumps({"prompt": "Say hi.", "chosen": "Hi!", "rejected": ""}))  # line 3: empty rejected
+    pairs.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["synthetic", str(path), "--quiet"])
+    assert result.exit_code != 0
+    assert f"{pairs}:3" in str(result.exception) and "rejected" in str(result.exception)
+    assert not (tmp_path / "out" / "gold").exists()  # nothing trained before the data was read
+    recipe = yaml.safe_load(path.read_text())
+    recipe["pairs"][0]["on_error"] = "skip"
+    path.write_text(yaml.safe_dump(recipe))
+    config, base_dir = load_synthetic(path)
+    from smorm.rlhf.synthetic import check_sources
+
+    check_sources(plan(config, base_dir))  # the skipped record no longer stops it
+    recipe["pairs"][0].update(train=len(lines) - 1, heldout_from=len(lines))  # every valid pair: none left
+    path.write_text(yaml.safe_dump(recipe))
+    config, base_dir = load_synthetic(path)
+    with pytest.raises(ValueError, match="valid pairs, not more than train"):
+        check_sources(plan(config, base_dir))

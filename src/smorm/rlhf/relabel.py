@@ -338,7 +338,7 @@ def relabel(settings: RelabelSettings, *, show_progress: bool = False, chunk_siz
     """Score every pair of ``settings.data`` with the gold and write its labels (see the module docstring)."""
     check_paths(settings)
     spec = DataSpec(path=settings.data, format=settings.format)
-    pairs, report = load_pairs(spec)  # a bad record fails here, naming path:line and field
+    pairs, report = load_pairs(spec, settings.on_error)  # a bad record fails here, naming path:line and field
     if not pairs:
         raise ValueError(f"data: {settings.data}: no pairs to relabel ({report.summary()})")
     gold = load_scorer(settings.gold, device=settings.device, max_length=settings.max_length)

@@ -138,6 +138,9 @@ class RelabelSettings(Strict):
     data: str = Field(description="the pairs to relabel: a file, a folder or hf:owner/name[:split] in any pairs "
                       "format smorm reads")
     format: str = Field("auto", description="data adapter of --data (see `smorm ls`), or auto")
+    on_error: Literal["error", "skip"] = Field("error", description="a bad record: error stops before the gold "
+                                               "scores anything, naming file:line and field; skip drops it "
+                                               "(counted in the provenance file's input.skipped)")
     out: Path = Field(description="the relabelled pairs, a JSONL file in the generic pairs format (prompt, chosen, "
                       "rejected, margin, source); OUT's provenance (.provenance.json) and gold scores "
                       "(.scores.safetensors) are written beside it")
@@ -192,6 +195,8 @@ class SyntheticSource(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="the label file's name (OUT/labels/noise-P/NAME.jsonl)")
     path: str = Field(description="the pairs (file or folder), relative to the recipe file")
     format: str = Field("auto", description="its data adapter (see `smorm ls`)")
+    on_error: Literal["error", "skip"] = Field("error", description="a bad record: error stops the recipe before "
+                                               "the gold trains, naming file:line and field; skip drops it")
     train: int = Field(ge=1, description="proxies train on the first this many relabelled pairs")
     heldout_from: int | None = Field(None, ge=1, description="the in-distribution Best-of-N prompts come from the "
                                      "records past this many (default 2 x train: relabelling drops ties, so the "

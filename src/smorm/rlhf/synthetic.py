@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smorm.data.loading import load_pairs
+from smorm.data.spec import DataSpec
 from smorm.io import atomic_write, atomic_write_json, atomic_write_text
 from smorm.models.composite import (
     COMPOSITE_NAME,
@@ -175,6 +177,18 @@ def train_if_needed(config: RunConfig, show_progress: bool, log: Callable[[str],
     trainer.train(config, show_progress=show_progress)
 
 
+def check_sources(plan: Plan) -> None:
+    """Read every pair source as relabelling will (its ``on_error``), so a bad record stops the recipe
+    here, naming file:line and field, rather than after the gold has trained; and each must hold more
+    pairs than the proxies train on."""
+    for source in plan.config.pairs:
+        spec = DataSpec(path=resolve_path(source.path, plan.base_dir), format=source.format)
+        pairs, report = load_pairs(spec, source.on_error)
+        if len(pairs) <= source.train:
+            raise ValueError(f"pairs.{source.name}: {spec.path}: {len(pairs)} valid pairs, not more than train "
+                             f"({source.train}) ({report.summary()})")
+
+
 def make_labels(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     """``smorm relabel`` of every source at every noise level; the gold scores each pair once."""
     config, report = plan.config, {}
@@ -193,6 +207,7 @@ def make_labels(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                     gold=str(plan.gold_path),
                     data=resolve_path(source.path, plan.base_dir),
                     format=source.format,
+                    on_error=source.on_error,
                     out=out,
                     noise=noise,
                     seed=config.noise_seed,
@@ -373,6 +388,7 @@ def run_synthetic(
     recipe = plan(config, base_dir, where=str(path))
     if pools_only:
         return {"pools": {k: str(v) for k, v in sample_pools(recipe, write_prompt_sets(recipe), log).items()}}
+    check_sources(recipe)  # before the gold trains: a bad record must not cost an hour
     if recipe.gold_run is not None:
         train_if_needed(recipe.gold_run, show_progress, log)
     elif not recipe.gold_path.exists():
