@@ -10,6 +10,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_user_caches(tmp_path_factory):
+    """The same for session- and module-scoped fixtures, which run before the function-scoped ones below:
+    a module's shared trained run must not write the user's feature store or time matmuls either."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SMORM_FEATURE_CACHE", str(tmp_path_factory.mktemp("features-session")))
+        patch.setenv("SMORM_PEAK_FLOPS", "1e12")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _own_feature_store(tmp_path_factory, monkeypatch):
     """Each test's runs share a feature store of their own, never the user's ~/.cache/smorm/features."""
