@@ -6,6 +6,7 @@ temporary cache and compare the result with the GGUF loaded directly by transfor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -201,16 +202,24 @@ def test_gguf_path_cache_is_reused_then_replaced_when_stale(
     marker = json.loads((Path(first) / CONVERSION_MARKER).read_text())
     assert marker["source"] == str(fake_gguf.resolve()) and marker["size"] == len(b"GGUF stand-in")
 
+    # The same bytes elsewhere (the package in another virtual environment) or touched: the same entry.
+    twin = tmp_path / "other-venv" / "model.gguf"
+    twin.parent.mkdir()
+    twin.write_bytes(fake_gguf.read_bytes())
+    os.utime(twin, ns=(1_000_000_000, 1_000_000_000))
+    assert resolve_backbone(str(twin), cache_dir=cache) == first and converter.calls == 1
     # A changed file is a new cache entry for a path ref, and a replaced entry for a fixed target.
-    os.utime(fake_gguf, ns=(1_000_000_000, 1_000_000_000))
+    fake_gguf.write_bytes(b"GGUF stand-in, v2")
     assert resolve_backbone(str(fake_gguf), cache_dir=cache) != first
     assert converter.calls == 2
     target = cache / "fixed-name"
     ensure_converted_gguf(fake_gguf, target)
-    os.utime(fake_gguf, ns=(2_000_000_000, 2_000_000_000))
-    ensure_converted_gguf(fake_gguf, target)
+    ensure_converted_gguf(twin, target)  # other bytes: replaced
     assert converter.calls == 4
-    assert json.loads((target / CONVERSION_MARKER).read_text())["mtime_ns"] == 2_000_000_000
+    assert json.loads((target / CONVERSION_MARKER).read_text())["sha256"] == hashlib.sha256(
+        b"GGUF stand-in").hexdigest()
+    ensure_converted_gguf(twin, target)
+    assert converter.calls == 4
     assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 

@@ -18,6 +18,7 @@ Only safetensors are ever loaded (no pickle), and ``trust_remote_code`` is off u
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -162,9 +163,21 @@ def embedded_backbone_path(name: str) -> Path:
 
 
 def gguf_fingerprint(gguf_path: Path) -> dict[str, Any]:
-    """What identifies a GGUF file for the cache: absolute path, size and modification time."""
+    """What identifies a GGUF file for the cache: its size and the SHA-256 of its bytes.
+
+    By content, not by path: the same package installed in two virtual environments is one cache
+    entry. Keyed by path and time, each environment saw the other's conversion as stale and replaced
+    it, renaming the folder away under any process of the other still loading from it.
+    """
     stat = gguf_path.stat()
-    return {"source": str(gguf_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"size": stat.st_size, "sha256": _file_sha256(str(gguf_path.resolve()), stat.st_size, stat.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256, once per process for a given (path, size, mtime): ~0.3 s for a 100 MB GGUF."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _gguf_cache_name(gguf_path: Path) -> str:
@@ -288,6 +301,7 @@ def ensure_converted_gguf(gguf_path: Path, target: Path) -> Path:
         convert_gguf(gguf_path, staging)
         marker = {
             **gguf_fingerprint(gguf_path),
+            "source": str(gguf_path.resolve()),  # where it was converted from (not part of the key)
             "seconds": round(time.perf_counter() - started, 2),
             "note": "GGUF weights dequantized by transformers, saved unchanged as safetensors by smorm",
         }
