@@ -120,3 +120,22 @@ def test_paired_difference_and_drop_from_peak_by_hand():
     other_grid = bon_curve("third", np.array([[0.0, 1.0], [0.0, 1.0]]), gold, [1])
     with pytest.raises(ValueError, match="same pool and grid"):
         paired_gold_difference(other_grid, first)
+
+
+def test_the_cross_fitted_fall_takes_each_half_peak_from_the_other_half_by_hand():
+    from smorm.rlhf.bon import BoNCurve, crossfit_drop, drop_from_peak
+
+    by_prompt = [[0.0, 2.0, 1.0], [0.0, 1.0, 3.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0]]  # [P = 4, G = 3]
+    curve = BoNCurve("p", [1, 2, 4], [0.0, 0.19, 0.64], [0.0] * 3, [0.0] * 3, [0.0] * 3, [0.0] * 3,
+                     num_prompts=4, gold_by_prompt=by_prompt)
+    # even prompts 0, 2: mean [0, 2.5, 0.5] -> peak n = 2; odd prompts 1, 3: mean [0, 0.5, 2] -> peak n = 4.
+    # even prompts fall at the odd half's peak (the last n): 0, 0; odd prompts at n = 2: 1 - 3, 0 - 1.
+    falls = np.array([0.0, -2.0, 0.0, -1.0])
+    result = crossfit_drop(curve)
+    assert result["crossfit_peak_n"] == [4, 2]
+    assert result["crossfit_drop"] == pytest.approx(-0.75)
+    assert result["crossfit_drop_sem"] == pytest.approx(falls.std(ddof=1) / 2)
+    # the in-sample fall at the pooled peak (n = 2: mean [0, 1.5, 1.25]) is positive on the same data
+    assert drop_from_peak(curve)["drop"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        crossfit_drop(BoNCurve("q", [1], [0.0], [0.0], [0.0], [0.0], [0.0], gold_by_prompt=[[0.0]]))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -222,6 +223,29 @@ def paired_gold_difference(curve: BoNCurve, reference: BoNCurve) -> tuple[list[f
     diff = np.asarray(curve.gold_by_prompt) - np.asarray(reference.gold_by_prompt)  # [P, G]
     pairs = [_mean_sem(diff[:, g]) for g in range(diff.shape[1])]
     return [m for m, _ in pairs], [e for _, e in pairs]
+
+
+def crossfit_drop(curve: BoNCurve) -> dict[str, Any]:
+    """The fall from the peak with the peak chosen on the *other* half of the prompts.
+
+    :func:`drop_from_peak` picks the peak as the argmax of the very means it then compares, so its fall
+    is biased upwards: a flat curve with noise shows a positive fall. Here the prompts are split into
+    even and odd positions (the prompt sets are seeded samples, so the halves are random); each half's
+    fall is measured at the peak of the other half's mean curve, and the per-prompt falls of both halves
+    give the mean and s.e.m. (cross-fitting; a held-out choice of the peak, not a value from 000).
+    """
+    by_prompt = np.asarray(curve.gold_by_prompt)  # [P, G]
+    if by_prompt.shape[0] < 2:
+        raise ValueError(f"{curve.proxy}: a cross-fitted fall needs at least 2 prompts")
+    halves = (np.arange(0, len(by_prompt), 2), np.arange(1, len(by_prompt), 2))
+    falls = np.empty(len(by_prompt))
+    peaks = []
+    for own, other in (halves, halves[::-1]):
+        peak = int(np.argmax(by_prompt[other].mean(axis=0)))
+        peaks.append(curve.n[peak])
+        falls[own] = by_prompt[own, peak] - by_prompt[own, -1]
+    drop, sem = _mean_sem(falls)
+    return {"crossfit_drop": drop, "crossfit_drop_sem": sem, "crossfit_peak_n": peaks}
 
 
 def drop_from_peak(curve: BoNCurve) -> dict[str, float]:

@@ -23,7 +23,14 @@ from smorm.models.devices import fast_bf16, resolve_device
 from smorm.models.feature_cache import feature_store_root
 from smorm.models.reward_model import model_folder
 from smorm.models.scorers import load_scorer
-from smorm.rlhf.bon import BoNCurve, bon_curve, bon_grid, drop_from_peak, paired_gold_difference
+from smorm.rlhf.bon import (
+    BoNCurve,
+    bon_curve,
+    bon_grid,
+    crossfit_drop,
+    drop_from_peak,
+    paired_gold_difference,
+)
 from smorm.rlhf.generate import generate_pool
 from smorm.rlhf.pools import PoolEntry, read_imported_pool
 from smorm.rlhf.scorers import PoolScores, ScorerRef, parse_scorer, pool_scores
@@ -193,10 +200,12 @@ def curve_table(curves: list[BoNCurve]) -> str:
 def compare_curves(curves: list[BoNCurve]) -> dict[str, Any]:
     """Paired comparisons on the one pool: each proxy's gold minus the first proxy's at every n
     (``bon_paired.csv``), and each proxy's fall of the gold from its peak to the largest n."""
-    drops = {c.proxy: drop_from_peak(c) for c in curves}
-    lines = ["gold: fall from the peak to the largest n, paired over prompts (> 2 s.e.m.: over-optimised)"]
+    drops = {c.proxy: {**drop_from_peak(c), **crossfit_drop(c)} for c in curves}
+    lines = ["gold: fall from the peak to the largest n, paired over prompts (> 2 s.e.m.: over-optimised; the "
+             "cross-fitted fall takes each half's peak from the other half, so noise alone does not make a fall)"]
     lines += [f"  {label:<22}peak {d['peak_gold']:+.3f} at n={d['peak_n']} (KL {d['peak_kl']:.2f}); "
-              f"fall to n={d['last_n']}: {d['drop']:+.3f} ± {d['drop_sem']:.3f}" for label, d in drops.items()]
+              f"fall to n={d['last_n']}: {d['drop']:+.3f} ± {d['drop_sem']:.3f}; cross-fitted "
+              f"{d['crossfit_drop']:+.3f} ± {d['crossfit_drop_sem']:.3f}" for label, d in drops.items()]
     header = ["proxy", "reference", "n", "kl_bon", "gold_difference", "gold_difference_sem"]
     rows: list[list[Any]] = []
     if len(curves) > 1:
