@@ -21,7 +21,7 @@ is over-optimisation by definition. Reads top to bottom, every step resumable:
    built); any other set is a prompt file (MT-Bench first turns for OOD); written to
    ``OUT/prompts/NAME.jsonl``. They do not depend on the gold, so ``--pools-only`` samples the pools
    first.
-6. **Best-of-N**: ``smorm bon`` per noise level and prompt set against the gold, all proxies on one
+6. **Best-of-N**: ``smorm bon`` per prompt set and noise level (pool by pool) against the gold, all proxies on one
    pool per prompt set (``pools_dir/NAME.jsonl.gz``, default ``OUT/pools``; shared by the noise
    levels), into
    ``OUT/bon/noise-P/NAME/``; ``OUT/synthetic.json`` gathers what was done.
@@ -399,8 +399,11 @@ def run_synthetic(
     check_heldout(recipe, prompt_files)
     pools = pool_paths(recipe)
     bon: dict[str, dict[str, Any]] = {}
-    for noise, proxies in recipe.proxies.items():
-        for name, prompts in prompt_files.items():
+    # pool by pool, every noise level in turn: the pool's lower-layer states (the long part, ~20 min per
+    # 8k responses on a 2-core CPU) are computed once and read while fresh, and an interrupted recipe
+    # leaves whole pools done rather than one noise level's half
+    for name, prompts in prompt_files.items():
+        for noise, proxies in recipe.proxies.items():
             out = recipe.out / "bon" / noise_tag(noise) / name
             settings = BoNSettings(
                 **config.bon,
