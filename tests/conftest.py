@@ -12,8 +12,9 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_user_caches(tmp_path_factory):
-    """The same for session- and module-scoped fixtures, which run before the function-scoped ones below:
-    a module's shared trained run must not write the user's feature store or time matmuls either."""
+    """No fixture of any scope writes the user's ~/.cache/smorm: a feature store of the session's own (each
+    test gets a fresh one below; session- and module-scoped fixtures run before it), and trainer runs
+    report MFU against a fixed peak, so no test times matmuls."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SMORM_FEATURE_CACHE", str(tmp_path_factory.mktemp("features-session")))
         patch.setenv("SMORM_PEAK_FLOPS", "1e12")
@@ -24,12 +25,6 @@ def _no_user_caches(tmp_path_factory):
 def _own_feature_store(tmp_path_factory, monkeypatch):
     """Each test's runs share a feature store of their own, never the user's ~/.cache/smorm/features."""
     monkeypatch.setenv("SMORM_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
-
-
-@pytest.fixture(autouse=True)
-def _known_matmul_peak(monkeypatch):
-    """Trainer runs report MFU against a fixed peak: no test times matmuls or writes ~/.cache/smorm."""
-    monkeypatch.setenv("SMORM_PEAK_FLOPS", "1e12")
 
 
 @pytest.fixture(scope="session")

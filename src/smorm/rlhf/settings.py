@@ -267,7 +267,7 @@ class SyntheticConfig(Strict):
     relabel_batch_size: int = Field(16, ge=1, description="sequences per forward pass of the gold when labelling")
     scoring_precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="the gold's labelling and every Best-of-N scoring pass: bf16 autocast or fp32 (auto: bf16 "
-        "where the device multiplies it natively, an AVX512-BF16/AMX CPU or a GPU); overrides bon.bf16")
+        "where the device multiplies it natively, an AVX512-BF16/AMX CPU or a GPU); bon.bf16 is refused in its favour")
     device: str = Field("auto", description=DEVICE_HELP)
 
     @model_validator(mode="after")

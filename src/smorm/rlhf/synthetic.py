@@ -216,7 +216,7 @@ def make_labels(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                     mode=config.gold.mode,
                     device=config.device,
                     batch_size=config.relabel_batch_size,
-                    precision="bf16" if plan.scoring_bf16() else "fp32",
+                    precision=config.scoring_precision,  # relabel resolves it on config.device, as scoring_bf16 does
                 )
             )
             log(
