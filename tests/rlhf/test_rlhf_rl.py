@@ -42,7 +42,7 @@ def run_rl_cli(tmp_path, policy, *extra: str):
     result = CliRunner().invoke(app, [
         "rl", "--policy", str(policy), "--reward", f"{proxy}:F", "--gold", f"{gold}:M", "--prompts", str(prompts),
         "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "8", "--lr", "1e-2",
-        "--out", str(out), *extra,
+        "--precision", "fp32", "--out", str(out), *extra,
     ])
     assert result.exit_code == 0, result.output
     return proxy, gold, out
@@ -134,3 +134,84 @@ def test_rl_eval_on_fixed_prompts_is_paired_against_step_0(tmp_path, tiny_llama_
         assert float(rows[step]["gold"]) == pytest.approx(float(diff.mean()), abs=1e-4)
         assert float(rows[step]["gold_sem"]) == pytest.approx(float(diff.std(ddof=1) / math.sqrt(2)), abs=1e-4)
     assert (out / "rl_eval.png").stat().st_size > 0
+
+
+def _settings(tmp_path, **kw):
+    from smorm.rlhf.settings import RLSettings
+
+    return RLSettings(reward=str(tmp_path / "proxy"), gold=str(tmp_path / "gold"), out_dir=tmp_path / "rl", **kw)
+
+
+def test_prompt_sets_hold_the_fixed_id_and_ood_prompts_out_of_training(tmp_path):
+    from smorm.rlhf.generate import prompt_key
+    from smorm.rlhf.rl import rl_prompt_sets
+
+    train = write_prompts(tmp_path / "train.jsonl", [f"train {i}" for i in range(6)] + ["shared"])
+    eval_id = write_prompts(tmp_path / "id.jsonl", ["shared", "id 1", "id 2"])
+    ood = write_prompts(tmp_path / "ood.jsonl", ["ood 1", "ood 2", "ood 3", "ood 4"])
+    settings = _settings(tmp_path, prompts=str(train), num_prompts=7, eval_file=str(eval_id), ood_file=str(ood),
+                         eval_prompts=3)
+    prompts, sets, report = rl_prompt_sets(settings, tmp_path / "proxy")
+    text = lambda records: [r.prompt[-1]["content"] for r in records]  # noqa: E731
+    assert text(sets["id"]) == ["shared", "id 1", "id 2"]
+    assert len(sets["ood"]) == 3 and set(text(sets["ood"])) < {"ood 1", "ood 2", "ood 3", "ood 4"}
+    assert text(prompts) == [f"train {i}" for i in range(6)]  # "shared" is an evaluation prompt: dropped
+    assert report["dropped_as_eval_prompts"] == 1 and report["training_prompts"] == 6
+    assert report["eval_sets"]["id"]["prompts"] == 3 and report["eval_sets"]["ood"]["prompts"] == 3
+    held = {prompt_key(p.prompt) for v in sets.values() for p in v}
+    assert not held & {prompt_key(p.prompt) for p in prompts}
+    # without an eval_file the in-distribution set is the last eval_prompts of the training sample
+    prompts, sets, report = rl_prompt_sets(_settings(tmp_path, prompts=str(train), num_prompts=4, eval_prompts=2),
+                                           tmp_path / "proxy")
+    assert text(sets["id"]) == ["train 5", "shared"] and text(prompts) == [f"train {i}" for i in range(4)]
+    assert "ood" not in sets and report["eval_sets"]["id"]["kind"] == "carved out of the training sample"
+    with pytest.raises(ValueError, match="too few"):
+        rl_prompt_sets(_settings(tmp_path, prompts=str(train), num_prompts=1, eval_prompts=7), tmp_path / "proxy")
+
+
+def test_rloo_config_carries_precision_schedule_and_epochs(tmp_path):
+    from smorm.rlhf.rl import rloo_config
+
+    settings = _settings(tmp_path, lr_scheduler="linear", num_iterations=4, prompts_per_step=3, num_generations=2,
+                         steps=5, device="cpu")
+    config = rloo_config(settings, bf16=True)
+    assert config.bf16 and config.num_iterations == 4 and config.lr_scheduler_type.value == "linear"
+    assert config.per_device_train_batch_size == 6 and config.max_steps == 5 and config.use_cpu
+    default = rloo_config(_settings(tmp_path, device="cpu"))
+    assert not default.bf16 and default.lr_scheduler_type.value == "constant" and default.num_iterations == 1
+
+
+def test_the_proxy_scores_under_bf16_autocast_when_asked(tmp_path, tiny_llama_dir):
+    from smorm.models.composite import score_responses
+    from smorm.models.reward_model import RewardModel, reward_for_mode
+
+    model = RewardModel.from_pretrained(save_reward_model(tmp_path / "proxy", tiny_llama_dir, seed=4))
+    prompts = [[{"role": "user", "content": "Say hi."}], [{"role": "user", "content": "Name a fruit."}]]
+    fp32 = reward_for_mode(score_responses(model, prompts, ["hi", "apple"]), "F").tolist()
+    bf16 = reward_for_mode(score_responses(model, prompts, ["hi", "apple"], autocast_bf16=True), "F").tolist()
+    assert ProxyReward(model, mode="F", autocast_bf16=True)(prompts, ["hi", "apple"]) == pytest.approx(bf16, abs=1e-6)
+    assert ProxyReward(model, mode="F")(prompts, ["hi", "apple"]) == pytest.approx(fp32, abs=1e-6)
+    assert bf16 != pytest.approx(fp32, abs=1e-7)  # the autocast really ran: bf16 rounding moves the scores
+
+
+@pytest.mark.slow
+def test_rl_tracks_fixed_id_and_ood_sets_and_evaluates_the_last_step(tmp_path, tiny_llama_dir):
+    ood = write_prompts(tmp_path / "ood.jsonl", ["Write a haiku.", "Count to three.", "Name a colour."])
+    _, _, out = run_rl_cli(tmp_path, tiny_llama_dir, "--num-prompts", "4", "--eval-prompts", "2", "--steps", "3",
+                           "--eval-every", "2", "--ood-file", str(ood))
+    for name in ("rl_eval", "rl_eval_ood"):
+        with open(out / f"{name}.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [int(r["step"]) for r in rows] == [0, 2, 3]  # every 2 steps, and the last
+        assert all(float(r["seconds"]) >= 0 for r in rows) and (out / f"{name}.png").stat().st_size > 0
+    ood_rows = list(csv.DictReader(open(out / "rl_eval_ood.csv")))
+    assert all(int(r["samples"]) == 2 for r in ood_rows)  # at most eval_prompts of the file
+    samples = [json.loads(line) for line in (out / "rl_eval_ood_samples.jsonl").read_text().splitlines()]
+    assert {s["prompt"][-1]["content"] for s in samples} < {"Write a haiku.", "Count to three.", "Name a colour."}
+    summary = json.loads((out / "rl_summary.json").read_text())
+    final = summary["eval_final"]["ood"]
+    assert final["step"] == 3 and final["gold"] == pytest.approx(float(ood_rows[-1]["gold"]), abs=1e-6)
+    assert final["proxy_z"] == pytest.approx(final["proxy"] / final["proxy_sem"])
+    assert summary["cost"]["seconds_per_step"] > 0 and len(summary["eval_ood_rows"]) == 3
+    rows = list(csv.DictReader(open(out / "rl.csv")))
+    assert all(float(r["step_time"]) > 0 for r in rows) and float(rows[-1]["elapsed_s"]) >= 0

@@ -81,11 +81,12 @@ class SmormRewardFunction:
         timeout: seconds per HTTP request.
         name: ``__name__`` TRL logs the reward under (default ``smorm_<mode or default>``).
         device: where a model given as a folder scores (``auto``: the accelerator if present).
+        autocast_bf16: score a local model under bf16 autocast (where the device multiplies bf16 natively).
     """
 
     def __init__(self, model: Any = None, *, url: str | None = None, mode: str | None = None, batch_size: int = 16,
                  token: str | None = None, request_items: int = DEFAULT_REQUEST_ITEMS, timeout: float = 300.0,
-                 name: str | None = None, device: str | None = "auto") -> None:
+                 name: str | None = None, device: str | None = "auto", autocast_bf16: bool = False) -> None:
         if (model is None) == (url is None):
             raise ValueError("give exactly one of model (a RewardModel or folder) or url (a smorm serve address)")
         if isinstance(model, (str, os.PathLike)):
@@ -96,6 +97,7 @@ class SmormRewardFunction:
         self.url = None if url is None else score_url(url)
         self.mode = mode
         self.batch_size = batch_size
+        self.autocast_bf16 = autocast_bf16
         self.token = token if token is not None else os.environ.get("SMORM_SERVE_TOKEN")
         self.request_items = request_items
         self.timeout = timeout
@@ -113,7 +115,7 @@ class SmormRewardFunction:
 
             # score_responses hands the model each response_start, which a gate (mode G) needs.
             output = score_responses(self.model, [p for p, _ in pairs], [r for _, r in pairs],
-                                     batch_size=self.batch_size)
+                                     batch_size=self.batch_size, autocast_bf16=self.autocast_bf16)
             mode = self.mode or getattr(self.model.config, "mode", "F")
             return [float(x) for x in reward_for_mode(output, mode)]
         rewards: list[float] = []

@@ -6,9 +6,17 @@ writes one row (step, proxy mean, gold mean, their s.e.m., TRL's KL and completi
 logged) to ``rl.csv``; ``rl.png`` plots proxy and gold against the step, both 0 at the start, so a
 proxy that climbs while the gold falls is reward hacking.
 
+The training batches change prompt every step, so the question "did the policy raise its proxy, and
+what did the gold do" is read on FIXED evaluation prompts instead: an in-distribution set (carved out
+of the training prompts or ``eval_file``) and an out-of-distribution one (``ood_file``), each sampled
+with the same random streams at every evaluation and compared per prompt with step 0
+(``rl_eval.csv``, ``rl_eval_ood.csv``; the summary's ``eval_final`` gives the last change in s.e.m.).
+
 TRL's RLOOTrainer rebuilds its reference model from the policy's folder, so the policy must be a
 saved folder (an embedded short name resolves to its converted local folder). The paper's PPO runs
-use no KL penalty (000 Table 10: KL regularisation 0.0), which is the default here (``beta=0``).
+use no KL penalty (000 Table 10: KL regularisation 0.0), which is the default here (``beta=0``), and
+4 optimisation epochs per batch (``num_iterations``; default 1, TRL's). Table 10 names no schedule
+for PPO; smorm's default is a constant learning rate.
 """
 
 from __future__ import annotations
@@ -35,13 +43,13 @@ logger = logging.getLogger(__name__)
 
 
 def score_texts(scorer: Any, mode: str | None, prompts: Sequence[list[Message]], responses: Sequence[str],
-                batch_size: int = 16) -> np.ndarray:
+                batch_size: int = 16, autocast_bf16: bool = False) -> np.ndarray:
     """``[B]`` rewards of ``responses`` to ``prompts`` in ``mode`` (default: the model's), for any scorer
     with the ``score_token_ids`` surface (smorm, gated, composite or Hugging Face sequence classifier)."""
     from smorm.models.composite import score_responses
     from smorm.models.reward_model import reward_for_mode
 
-    output = score_responses(scorer, prompts, responses, batch_size=batch_size)
+    output = score_responses(scorer, prompts, responses, batch_size=batch_size, autocast_bf16=autocast_bf16)
     return reward_for_mode(output, mode or getattr(scorer.config, "mode", "F")).double().numpy()
 
 
@@ -79,9 +87,11 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
                  title: str = "", log: Callable[[str], None] = logger.info) -> Any:
     """A TRL ``TrainerCallback`` that scores the proxy's last batch with the gold every ``every`` steps.
 
-    Each row's ``step`` is the number of updates the sampling policy had received (0 = initial).
-    ``rl.csv`` is rewritten (atomically) after every row, ``rl.png`` when training ends; every scored
-    completion is appended to ``rl_samples.jsonl`` with both scores.
+    Each row's ``step`` is the number of updates the sampling policy had received (0 = initial), with
+    TRL's KL, completion length and ``step_time`` (seconds of that step: generation, proxy scoring and
+    the update) and the wall-clock ``elapsed_s`` since training began. ``rl.csv`` is rewritten
+    (atomically) after every row, ``rl.png`` when training ends; every scored completion is appended
+    to ``rl_samples.jsonl`` with both scores.
     """
     from transformers import TrainerCallback
 
@@ -90,12 +100,17 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
     class GoldTracker(TrainerCallback):
         def __init__(self) -> None:
             self.rows: list[dict[str, Any]] = []
+            self.started = time.time()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.time()
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
                    **kwargs: Any) -> None:
             # The Trainer logs a step after its on_step_end: attach TRL's KL and length to that row.
             if self.rows and self.rows[-1]["step"] == state.global_step - 1 and logs:
-                for key, name in (("kl", "kl"), ("completions/mean_length", "completion_tokens")):
+                for key, name in (("kl", "kl"), ("completions/mean_length", "completion_tokens"),
+                                  ("step_time", "step_time")):
                     if key in logs:
                         self.rows[-1][name] = float(logs[key])
                 self.write()
@@ -105,10 +120,11 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
             if proxy.last_batch is None or step % every:
                 return
             prompts, texts, proxy_rewards = proxy.last_batch
-            gold_rewards = score_texts(gold, gold_mode, prompts, texts, proxy.batch_size)
+            gold_rewards = score_texts(gold, gold_mode, prompts, texts, proxy.batch_size, proxy.autocast_bf16)
             row = {"step": step, "proxy": float(proxy_rewards.mean()), "proxy_sem": _sem(proxy_rewards),
                    "gold": float(gold_rewards.mean()), "gold_sem": _sem(gold_rewards), "samples": len(texts),
-                   "kl": float("nan"), "completion_tokens": float("nan")}
+                   "kl": float("nan"), "completion_tokens": float("nan"), "step_time": float("nan"),
+                   "elapsed_s": round(time.time() - self.started, 1)}
             self.rows.append(row)
             log(f"step {step}: proxy {row['proxy']:+.3f}  gold {row['gold']:+.3f}")
             append_samples(out_dir / "rl_samples.jsonl", step, prompts, texts, proxy_rewards, gold_rewards)
@@ -130,15 +146,19 @@ def gold_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, every: in
 
 def eval_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, tokenizer: Any,
                  prompts: Sequence[list[Message]], every: int, max_new_tokens: int, temperature: float,
-                 seed: int, out_dir: Path, title: str = "", log: Callable[[str], None] = logger.info) -> Any:
+                 seed: int, out_dir: Path, title: str = "", log: Callable[[str], None] = logger.info,
+                 name: str = "") -> Any:
     """A TRL ``TrainerCallback`` that samples the current policy on FIXED held-out prompts and scores
-    the completions with proxy and gold, before training (step 0) and after every ``every`` updates.
+    the completions with proxy and gold, before training (step 0), after every ``every`` updates and
+    after the last one. ``name`` tells the sets apart: ``rl_eval{name}.csv`` (``""`` for the
+    in-distribution set, ``"_ood"`` for the out-of-distribution one).
 
     The training batches hold different prompts at every step, so their scores mostly measure the
     prompts; here every evaluation uses the same prompts and the same per-prompt random streams
     (:func:`smorm.rlhf.generate.sample_responses`, common random numbers), so the change from step 0,
-    taken per prompt, measures the policy. Rows: mean proxy and gold, and their per-prompt change from
-    step 0 with its paired s.e.m. (``rl_eval.csv``, ``rl_eval.png``; texts in ``rl_eval_samples.jsonl``).
+    taken per prompt, measures the policy. Rows: mean proxy and gold, their per-prompt change from step 0
+    with its paired s.e.m., and the seconds the evaluation took (``rl_eval{name}.csv``,
+    ``rl_eval{name}.png``; texts in ``rl_eval{name}_samples.jsonl``).
     """
     from transformers import TrainerCallback
 
@@ -155,12 +175,15 @@ def eval_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, tokenizer
             self.start: tuple[np.ndarray, np.ndarray] | None = None
 
         def evaluate(self, model: Any, step: int) -> None:
+            if self.rows and self.rows[-1]["step"] == step:
+                return
+            started = time.time()
             was_training = model.training
             model.eval()
             texts = [texts[0] for texts, _, _ in sample_responses(model, tokenizer, prompts, sampling)]
             model.train(was_training)
-            scores = (score_texts(proxy.model, proxy.mode, prompts, texts, proxy.batch_size),
-                      score_texts(gold, gold_mode, prompts, texts, proxy.batch_size))
+            scores = (score_texts(proxy.model, proxy.mode, prompts, texts, proxy.batch_size, proxy.autocast_bf16),
+                      score_texts(gold, gold_mode, prompts, texts, proxy.batch_size, proxy.autocast_bf16))
             if self.start is None:
                 self.start = scores
             row: dict[str, Any] = {"step": step}
@@ -168,23 +191,24 @@ def eval_tracker(proxy: ProxyReward, gold: Any, gold_mode: str | None, tokenizer
                 row[f"{key}_mean"] = float(values.mean())
                 row[key], row[f"{key}_sem"] = float((values - first).mean()), _sem(values - first)
             row["samples"] = len(texts)
+            row["seconds"] = round(time.time() - started, 1)
             self.rows.append(row)
-            log(f"eval step {step}: proxy {row['proxy']:+.3f} ± {row['proxy_sem']:.3f}  "
+            log(f"eval{name} step {step}: proxy {row['proxy']:+.3f} ± {row['proxy_sem']:.3f}  "
                 f"gold {row['gold']:+.3f} ± {row['gold_sem']:.3f} (change from step 0, fixed prompts)")
-            append_samples(out_dir / "rl_eval_samples.jsonl", step, prompts, texts, *scores)
+            append_samples(out_dir / f"rl_eval{name}_samples.jsonl", step, prompts, texts, *scores)
             keys = list(self.rows[0])
-            write_csv(out_dir / "rl_eval.csv", keys, [[r[k] for k in keys] for r in self.rows])
+            write_csv(out_dir / f"rl_eval{name}.csv", keys, [[r[k] for k in keys] for r in self.rows])
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             self.evaluate(model, 0)
 
         def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-            if state.global_step % every == 0:
+            if state.global_step % every == 0 or state.global_step == state.max_steps:
                 self.evaluate(model, state.global_step)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.rows:
-                plot_rl(self.rows, out_dir / "rl_eval.png", title=title, zero_window=False,
+                plot_rl(self.rows, out_dir / f"rl_eval{name}.png", title=title, zero_window=False,
                         ylabel="change from step 0 (same prompts and random streams)")
 
     return EvalTracker()
@@ -210,29 +234,87 @@ def early_late_change(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, flo
     return out
 
 
-def rloo_config(settings: RLSettings) -> Any:
-    """TRL ``RLOOConfig`` for a CPU run: no checkpoints, no reporting, fp32, no gradient checkpointing."""
+def final_change(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The last evaluation's change from step 0 on the fixed prompts, in s.e.m. (``z``) for proxy and gold."""
+    if len(rows) < 2:
+        return {}
+    last = rows[-1]
+    out: dict[str, float] = {"step": last["step"]}
+    for key in ("proxy", "gold"):
+        out[key], out[f"{key}_sem"] = last[key], last[f"{key}_sem"]
+        out[f"{key}_z"] = last[key] / last[f"{key}_sem"] if last[f"{key}_sem"] > 0 else float("nan")
+    return out
+
+
+def rloo_config(settings: RLSettings, bf16: bool = False) -> Any:
+    """TRL ``RLOOConfig``: no checkpoints, no reporting, no gradient checkpointing; the policy on the
+    device ``settings.device`` names (the host CPU unless it names or finds an accelerator), updates
+    under bf16 autocast when ``bf16`` (fp32 master weights)."""
     from trl import RLOOConfig
+
+    from smorm.models.devices import host_device, resolve_device
 
     return RLOOConfig(
         output_dir=str(Path(settings.out_dir) / "trainer"),
         max_steps=settings.steps,
         per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
         num_generations=settings.num_generations,
+        num_iterations=settings.num_iterations,
         max_completion_length=settings.max_completion_length,
         learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler,
         beta=settings.beta,
         temperature=settings.temperature,
         seed=settings.seed,
         logging_steps=1,
         save_strategy="no",
         report_to=[],
-        use_cpu=True,
-        bf16=False,
+        use_cpu=resolve_device(settings.device).type == host_device().type,
+        bf16=bf16,
         gradient_checkpointing=False,
         disable_dropout=True,
         dataloader_num_workers=0,
     )
+
+
+def rl_prompt_sets(settings: RLSettings, proxy_path: Path) -> tuple[list[Any], dict[str, list[Any]], dict[str, Any]]:
+    """(training prompts, fixed evaluation sets ``{"id": ..., "ood": ...}``, report), disjoint by prompt.
+
+    The in-distribution evaluation set is ``eval_file`` (at most ``eval_prompts`` of it) or, without
+    one, the last ``eval_prompts`` of the training sample; ``ood_file`` gives the out-of-distribution
+    set. Training prompts equal to an evaluation prompt are dropped before ``num_prompts`` are kept.
+    """
+    from smorm.rlhf.generate import prompt_key
+    from smorm.rlhf.prompts import file_prompts, heldout_prompts
+
+    sets: dict[str, list[Any]] = {}
+    reports: dict[str, Any] = {}
+    for name, path in (("id", settings.eval_file), ("ood", settings.ood_file)):
+        if path is not None:
+            sets[name], reports[name] = file_prompts(path, settings.eval_prompts or None, settings.prompt_seed)
+    carve = settings.eval_prompts if settings.eval_file is None else 0
+    wanted = settings.num_prompts + carve + sum(len(v) for v in sets.values())
+    if settings.prompts == "id":
+        prompts, report = heldout_prompts([proxy_path], wanted, settings.prompt_seed, settings.max_prompt_chars)
+    else:
+        prompts, report = file_prompts(settings.prompts, wanted, settings.prompt_seed)
+    if carve:
+        if len(prompts) <= carve:
+            raise ValueError(f"{len(prompts)} prompts available: too few for {carve} evaluation prompts and a "
+                             "training set")
+        sets = {"id": prompts[len(prompts) - carve:], **sets}
+        prompts = prompts[: len(prompts) - carve]  # disjoint: the policy never trains on these
+    held = {prompt_key(p.prompt) for v in sets.values() for p in v}
+    kept = [p for p in prompts if prompt_key(p.prompt) not in held]
+    report["dropped_as_eval_prompts"] = len(prompts) - len(kept)
+    prompts = kept[: settings.num_prompts]
+    if not prompts:
+        raise ValueError("no training prompts left once the evaluation prompts are held out")
+    report["training_prompts"] = len(prompts)
+    report["eval_prompts"] = len(sets.get("id", []))
+    report["eval_sets"] = {name: {"prompts": len(v), **reports.get(name, {"kind": "carved out of the training "
+                                                                            "sample"})} for name, v in sets.items()}
+    return prompts, sets, report
 
 
 def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> dict[str, Any]:
@@ -242,54 +324,44 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
     from trl import RLOOTrainer
 
     from smorm.models.backbone import ensure_chat_template, ensure_pad_token, resolve_backbone
-    from smorm.rlhf.prompts import file_prompts, heldout_prompts
+    from smorm.models.devices import resolve_device, resolve_precision
 
     if settings.num_generations < 2:
         raise ValueError("RLOO needs num_generations >= 2 (the leave-one-out baseline)")
     started = time.time()
     out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rl_samples.jsonl").unlink(missing_ok=True)  # a new run, not a resume: start the log afresh
     reward_ref, gold_ref = parse_scorer(settings.reward), parse_scorer(settings.gold)
     for ref in (reward_ref, gold_ref):
         if not model_folder(ref.path).is_dir():
             raise FileNotFoundError(f"reward model folder not found: {ref.path}")
     policy_folder = resolve_backbone(settings.policy)  # TRL rebuilds the reference model from this path
-    wanted = settings.num_prompts + settings.eval_prompts
-    if settings.prompts == "id":
-        prompts, prompt_report = heldout_prompts([reward_ref.path], wanted, settings.prompt_seed,
-                                                 settings.max_prompt_chars)
-    else:
-        prompts, prompt_report = file_prompts(settings.prompts, wanted, settings.prompt_seed)
-    if settings.eval_prompts and len(prompts) <= settings.eval_prompts:
-        raise ValueError(f"{len(prompts)} prompts available: too few for {settings.eval_prompts} evaluation "
-                         "prompts and a training set")
-    eval_prompts = prompts[len(prompts) - settings.eval_prompts:] if settings.eval_prompts else []
-    prompts = prompts[: len(prompts) - len(eval_prompts)]  # disjoint: the policy never trains on these
-    prompt_report["eval_prompts"] = len(eval_prompts)
-    log(f"prompts: {len(prompts)} ({prompt_report['kind']}); policy {policy_folder}")
+    prompts, eval_sets, prompt_report = rl_prompt_sets(settings, reward_ref.path)
+    bf16 = resolve_precision(settings.precision, resolve_device(settings.device)) == "bf16"
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("rl_samples.jsonl", "rl_eval_samples.jsonl", "rl_eval_ood_samples.jsonl"):
+        (out / stale).unlink(missing_ok=True)  # a new run, not a resume: start the logs afresh
+    log(f"prompts: {len(prompts)} ({prompt_report['kind']}), fixed evaluation sets "
+        f"{ {k: len(v) for k, v in eval_sets.items()} }; policy {policy_folder}; {'bf16' if bf16 else 'fp32'}")
     tokenizer = AutoTokenizer.from_pretrained(policy_folder, padding_side="left")
     ensure_pad_token(tokenizer)
     ensure_chat_template(tokenizer)
-    proxy = ProxyReward(load_scorer(reward_ref.path, device=settings.device), mode=reward_ref.mode, batch_size=settings.score_batch_size,
-                        name="proxy")
+    proxy = ProxyReward(load_scorer(reward_ref.path, device=settings.device), mode=reward_ref.mode,
+                        batch_size=settings.score_batch_size, name="proxy", autocast_bf16=bf16)
     title = f"RLOO on proxy {reward_ref.label}, gold {gold_ref.label} ({prompt_report['kind']})"
     gold_scorer = load_scorer(gold_ref.path, device=settings.device)
     tracker = gold_tracker(proxy, gold_scorer, gold_ref.mode, settings.gold_every, out, title, log)
-    callbacks = [tracker]
-    (out / "rl_eval_samples.jsonl").unlink(missing_ok=True)
-    if eval_prompts:
-        callbacks.append(eval_tracker(
-            proxy, gold_scorer, gold_ref.mode, tokenizer, [p.prompt for p in eval_prompts], settings.gold_every,
-            settings.max_completion_length, settings.temperature, settings.seed, out,
-            f"{title}: {len(eval_prompts)} fixed held-out prompts", log))
+    evals = {name: eval_tracker(
+        proxy, gold_scorer, gold_ref.mode, tokenizer, [p.prompt for p in eval_set],
+        settings.eval_every or settings.gold_every, settings.max_completion_length, settings.temperature,
+        settings.seed, out, f"{title}: {len(eval_set)} fixed {name.upper()} prompts", log,
+        name="" if name == "id" else f"_{name}") for name, eval_set in eval_sets.items()}
     trainer = RLOOTrainer(
         model=policy_folder,
         reward_funcs=[proxy],
-        args=rloo_config(settings),
+        args=rloo_config(settings, bf16=bf16),
         train_dataset=Dataset.from_list([{"prompt": p.prompt} for p in prompts]),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[tracker, *evals.values()],
     )
     trainer.train()
     if settings.save_policy:
@@ -298,12 +370,22 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
     for key, c in change.items():
         log(f"{key}: first {c['window']} steps {c['first']:+.3f} ± {c['first_sem']:.3f}, last {c['window']} "
             f"{c['last']:+.3f} ± {c['last_sem']:.3f}, change {c['change']:+.3f} ± {c['change_sem']:.3f}")
+    finals = {name: final_change(e.rows) for name, e in evals.items()}
+    for name, f in finals.items():
+        if f:
+            log(f"{name.upper()} fixed prompts, step {f['step']}: proxy {f['proxy']:+.3f} ± {f['proxy_sem']:.3f} "
+                f"({f['proxy_z']:+.1f} s.e.m.), gold {f['gold']:+.3f} ± {f['gold_sem']:.3f} ({f['gold_z']:+.1f})")
+    step_times = [float(r["step_time"]) for r in trainer.state.log_history if "step_time" in r]
     summary = {
-        "settings": {**settings.model_dump(mode="json"), "policy_folder": policy_folder},
+        "settings": {**settings.model_dump(mode="json"), "policy_folder": policy_folder, "bf16": bf16},
         "prompts": prompt_report,
         "change": change,
+        "eval_final": finals,
         "rows": tracker.rows,
-        "eval_rows": callbacks[1].rows if eval_prompts else [],
+        "eval_rows": evals["id"].rows if "id" in evals else [],
+        "eval_ood_rows": evals["ood"].rows if "ood" in evals else [],
+        "cost": {"seconds_per_step": round(float(np.mean(step_times)), 2) if step_times else None,
+                 "eval_seconds": round(sum(r["seconds"] for e in evals.values() for r in e.rows), 1)},
         "trl_log": trainer.state.log_history,
         "seconds": round(time.time() - started, 1),
     }

@@ -109,12 +109,29 @@ class RLSettings(Strict):
     max_completion_length: int = Field(48, ge=1, description="tokens per completion")
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate (000 Table 10: 1e-5 for PPO)",
                                  json_schema_extra={"flag": "--lr"})
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning-rate schedule over the steps (000 Table 10 gives none for PPO; a decay "
+        "to 0 over a short CPU run spends its last steps at almost no learning rate)")
+    num_iterations: int = Field(1, ge=1, description="optimisation passes over each generated batch (000 Table 10: "
+                                "4 for PPO; RLOO's clipped ratio keeps later passes near the sampling policy)")
     beta: float = Field(0.0, ge=0, description="KL coefficient to the initial policy (Table 10: 0)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     gold_every: int = Field(1, ge=1, description="score the current batch with the gold every k steps")
     eval_prompts: int = Field(0, ge=0, description="held-out prompts (disjoint from the training prompts) on "
-                              "which the current policy is sampled every gold_every steps with fixed random "
-                              "streams and scored by proxy and gold (rl_eval.csv, rl_eval.png); 0 turns it off")
+                              "which the current policy is sampled every eval_every steps with fixed random "
+                              "streams and scored by proxy and gold (rl_eval.csv, rl_eval.png): taken from the "
+                              "training set, or at most this many of eval_file and of ood_file (0: all of them; "
+                              "0 and no file turns it off)")
+    eval_file: str | None = Field(None, description="a prompt or data file of fixed in-distribution evaluation "
+                                  "prompts (instead of carving them out of the training set); training prompts "
+                                  "equal to one are dropped")
+    ood_file: str | None = Field(None, description="a prompt or data file of fixed out-of-distribution evaluation "
+                                 "prompts, tracked like the in-distribution set (rl_eval_ood.csv, rl_eval_ood.png)")
+    eval_every: int | None = Field(None, ge=1, description="evaluate the fixed prompts every k steps (default: "
+                                   "gold_every) and after the last step")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "auto", description="bf16 autocast for the policy's updates (TRL bf16; fp32 master weights) and for proxy "
+        "and gold scoring; auto: bf16 where the device multiplies it natively, fp32 elsewhere")
     seed: int = Field(0, description="TRL seed")
     score_batch_size: int = Field(16, ge=1, description="sequences per reward-model forward pass",
                                   json_schema_extra={"flag": "--batch-size"})
