@@ -215,3 +215,20 @@ def test_rl_tracks_fixed_id_and_ood_sets_and_evaluates_the_last_step(tmp_path, t
     assert summary["cost"]["seconds_per_step"] > 0 and len(summary["eval_ood_rows"]) == 3
     rows = list(csv.DictReader(open(out / "rl.csv")))
     assert all(float(r["step_time"]) > 0 for r in rows) and float(rows[-1]["elapsed_s"]) >= 0
+
+
+def test_id_prompts_are_held_out_from_the_named_run_or_the_proxy(tmp_path, monkeypatch):
+    import smorm.rlhf.prompts as prompts_module
+    from smorm.rlhf.prompts import PromptRecord
+    from smorm.rlhf.rl import rl_prompt_sets
+
+    asked = []
+
+    def fake_heldout(runs, count, seed, max_prompt_chars):
+        asked.append([str(r) for r in runs])
+        return [PromptRecord([{"role": "user", "content": f"p{i}"}]) for i in range(count)], {"kind": "id"}
+
+    monkeypatch.setattr(prompts_module, "heldout_prompts", fake_heldout)
+    rl_prompt_sets(_settings(tmp_path, num_prompts=2), tmp_path / "proxy")
+    rl_prompt_sets(_settings(tmp_path, num_prompts=2, heldout_from=tmp_path / "bt"), tmp_path / "proxy")
+    assert asked == [[str(tmp_path / "proxy")], [str(tmp_path / "bt")]]

@@ -295,7 +295,8 @@ def rl_prompt_sets(settings: RLSettings, proxy_path: Path) -> tuple[list[Any], d
     carve = settings.eval_prompts if settings.eval_file is None else 0
     wanted = settings.num_prompts + carve + sum(len(v) for v in sets.values())
     if settings.prompts == "id":
-        prompts, report = heldout_prompts([proxy_path], wanted, settings.prompt_seed, settings.max_prompt_chars)
+        prompts, report = heldout_prompts([settings.heldout_from or proxy_path], wanted, settings.prompt_seed,
+                                          settings.max_prompt_chars)
     else:
         prompts, report = file_prompts(settings.prompts, wanted, settings.prompt_seed)
     if carve:

@@ -97,6 +97,9 @@ class RLSettings(Strict):
     reward: str = Field(description=f"PATH[:MODE] of the proxy reward model the policy is trained on; {REWARD_REF}")
     gold: str = Field(description=f"PATH[:MODE] of the gold reward model (tracked, never trained on); {REWARD_REF}")
     prompts: str = Field("id", description="id (held out from the proxy's own D_S) or a prompt / data file")
+    heldout_from: Path | None = Field(None, description="with --prompts id: the run whose D_S the prompts are held "
+                                      "out from (default: the proxy's; give one run to train every proxy of a "
+                                      "comparison on the same prompts, and for an ensemble or Baseline SM proxy)")
     out_dir: Path = Field(Path("runs/rl"), description="output folder (rl.csv, rl.png, rl_summary.json, "
                           "TRL's files)", json_schema_extra={"flag": "--out"})
     num_prompts: int = Field(64, ge=1, description="prompts sampled from the set (seeded)")
