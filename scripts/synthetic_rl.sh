@@ -29,3 +29,5 @@ for proxy in "${PROXIES[@]}"; do
     --lr 5e-5 --lr-scheduler constant --beta 0 --precision auto --seed 0 \
     --out "$out"
 done
+# The comparison: rl_report.md (last-step changes, gold paired against BT) and rl_report.png.
+"${PYTHON:-python}" -m smorm.rlhf.rl_report "$SYN/rl/noise-$NOISE" --title "RLOO against the synthetic gold (noise $NOISE)"
