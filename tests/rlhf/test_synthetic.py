@@ -56,6 +56,22 @@ def test_the_shipped_recipe_plans_and_its_files_exist(shared_data):
     assert not any(str(value).startswith("/") for value in _leaves(load_mapping(SHIPPED)))
 
 
+
+def test_the_fair_rerun_reads_the_shipped_gold_in_f_with_three_seeds_of_bt_and_smorm(shared_data):
+    path = SHIPPED.with_name("cpu-gold-f.yaml")
+    config, base_dir = load_synthetic(path)
+    recipe = plan(config, base_dir, where=str(path))
+    shipped, _ = load_synthetic(SHIPPED)
+    assert recipe.gold_run is None and recipe.gold_path == Path(shipped.output_dir) / "gold"
+    assert config.gold.mode == "F" and config.noise == [0.25] and config.output_dir != shipped.output_dir
+    runs = {p.method.name: p.runs[0] for p in recipe.proxies[0.25] if p.runs}
+    assert {name: run.train.seed for name, run in runs.items() if name.startswith(("bt", "smorm"))} == {
+        "bt": 42, "bt-s1": 1, "bt-s2": 2, "smorm": 42, "smorm-s1": 1, "smorm-s2": 2}
+    assert all(runs[n].method == "smorm" and set(runs[n].model.heads) == {"single", "multi"}
+               for n in ("smorm", "smorm-s1", "smorm-s2"))  # the YAML merge kept SMORM's heads and losses
+    assert config.pairs == shipped.pairs and config.prompt_sets == shipped.prompt_sets  # the same data
+    assert not any(str(value).startswith("/") for value in _leaves(load_mapping(path)))
+
 def _leaves(tree):
     if isinstance(tree, dict):
         for value in tree.values():
