@@ -8,7 +8,7 @@
 #
 # Every proxy trains on the same 64 prompts (held out from the BT proxy's D_S, which every proxy shares)
 # and is evaluated on the same 32 ID and 32 OOD prompts as Best-of-N. The step budget is this CPU's: 16
-# steps of 4 prompts x 4 completions at lr 5e-5 (5x 000 Table 10's 1e-5, for 16 steps instead of the
+# steps of 4 prompts x 4 completions at lr 2e-4 (20x 000 Table 10's 1e-5, for 16 steps instead of the
 # paper's ~1,250), constant schedule, no KL penalty (Table 10), bf16 autocast where the CPU has it.
 set -euo pipefail
 SYN=${SYN:-runs/synthetic-cpu}
@@ -23,10 +23,10 @@ for proxy in "${PROXIES[@]}"; do
   if [ -f "$out/rl_summary.json" ]; then echo "skip $name (done: $out)"; continue; fi
   echo "=== RLOO on $name (noise $NOISE) -> $out"
   "$SMORM" rl --reward "$SYN/runs/noise-$NOISE/$proxy" --gold "$SYN/gold:M" \
-    --prompts id --heldout-from "$SYN/runs/noise-$NOISE/bt" --num-prompts 64 --prompt-seed 1 --max-prompt-chars 600 \
+    --prompts id --heldout-from "$SYN/runs/noise-$NOISE/bt" --num-prompts 64 --prompt-seed 1 --max-prompt-chars 400 \
     --eval-file "$SYN/prompts/id.jsonl" --ood-file "$SYN/prompts/ood.jsonl" --eval-every 8 \
     --steps 16 --prompts-per-step 4 --num-generations 4 --max-completion-length 48 \
-    --lr 5e-5 --lr-scheduler constant --beta 0 --precision auto --seed 0 \
+    --lr 2e-4 --lr-scheduler constant --gold-every 2 --beta 0 --precision auto --seed 0 \
     --out "$out"
 done
 # The comparison: rl_report.md (last-step changes, gold paired against BT) and rl_report.png.
