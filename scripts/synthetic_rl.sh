@@ -5,6 +5,8 @@
 # torch job at a time); a proxy whose rl_summary.json exists is skipped, so an interrupted queue resumes.
 #
 #   scripts/synthetic_rl.sh [NOISE] [PROXY ...]     # default: noise 0.25, every proxy below
+#   RL_SEED=1 scripts/synthetic_rl.sh 0.25 bt smorm:F   # another RL seed (sampling, batch order and the
+#                                                    # evaluation streams) into rl/noise-0.25-seed1/
 #
 # Every proxy trains on the same 64 prompts (held out from the BT proxy's D_S, which every proxy shares)
 # and is evaluated on the same 32 ID and 32 OOD prompts as Best-of-N. The step budget is this CPU's: 16
@@ -17,17 +19,20 @@ shift || true
 PROXIES=("$@")
 if [ ${#PROXIES[@]} -eq 0 ]; then PROXIES=(bt smorm:F smorm:M baseline-sm grm odin bt-uwo); fi
 SMORM=${SMORM:-smorm}
+RL_SEED=${RL_SEED:-0}
+RUNS="$SYN/rl/noise-$NOISE"
+if [ "$RL_SEED" != 0 ]; then RUNS="$RUNS-seed$RL_SEED"; fi
 for proxy in "${PROXIES[@]}"; do
   name=${proxy/:/-}
-  out="$SYN/rl/noise-$NOISE/$name"
+  out="$RUNS/$name"
   if [ -f "$out/rl_summary.json" ]; then echo "skip $name (done: $out)"; continue; fi
   echo "=== RLOO on $name (noise $NOISE) -> $out"
   "$SMORM" rl --reward "$SYN/runs/noise-$NOISE/$proxy" --gold "$SYN/gold:M" \
     --prompts id --heldout-from "$SYN/runs/noise-$NOISE/bt" --num-prompts 64 --prompt-seed 1 --max-prompt-chars 400 \
     --eval-file "$SYN/prompts/id.jsonl" --ood-file "$SYN/prompts/ood.jsonl" --eval-every 8 \
     --steps 16 --prompts-per-step 4 --num-generations 4 --max-completion-length 48 \
-    --lr 2e-4 --lr-scheduler constant --gold-every 2 --beta 0 --precision auto --seed 0 \
+    --lr 2e-4 --lr-scheduler constant --gold-every 2 --beta 0 --precision auto --seed "$RL_SEED" \
     --out "$out"
 done
 # The comparison: rl_report.md (last-step changes, gold paired against BT) and rl_report.png.
-"${PYTHON:-python}" -m smorm.rlhf.rl_report "$SYN/rl/noise-$NOISE" --title "RLOO against the synthetic gold (noise $NOISE)"
+"${PYTHON:-python}" -m smorm.rlhf.rl_report "$RUNS" --title "RLOO against the synthetic gold (noise $NOISE, RL seed $RL_SEED)"
