@@ -45,11 +45,12 @@ def test_the_last_evaluation_and_the_gold_paired_against_bt_by_hand(tmp_path):
     assert "| smorm-F | ID | 8 | +0.900 ± 0.300 | +3.0 | -0.200 ± 0.400 | -0.5 | +1.000 ± 0.577 | 40.0 |" in table
 
 
-def test_main_writes_the_table_and_the_figure(tmp_path, capsys):
+def test_main_writes_the_table_and_the_figure(tmp_path, caplog):
     _write_run(tmp_path / "bt", _eval_rows([(0, 0, 0, 0, 0), (4, 0.2, 0.1, 0.1, 0.1)]), {0: [0.0, 1.0], 4: [0.1, 1.1]})
-    main([str(tmp_path)])
+    with caplog.at_level("INFO", logger="smorm.rlhf.rl_report"):
+        main([str(tmp_path)])
     assert (tmp_path / "rl_report.md").read_text().startswith("| proxy | set |")
     assert (tmp_path / "rl_report.png").stat().st_size > 0
-    assert "| bt | ID | 4 |" in capsys.readouterr().out
+    assert "| bt | ID | 4 |" in caplog.text and "| bt | ID | 4 |" in (tmp_path / "rl_report.md").read_text()
     with pytest.raises(SystemExit, match="no \\*/rl_summary.json"):
         main([str(tmp_path / "empty")])

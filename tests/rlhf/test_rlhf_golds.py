@@ -159,6 +159,7 @@ def test_rloo_with_a_gated_proxy_and_a_hugging_face_gold(judges, tiny_llama_dir,
     out = tmp_path / "rl"
     result = CliRunner().invoke(app, [
         "rl", "--policy", str(tiny_llama_dir), "--reward", str(judges["gated"]), "--gold", str(judges["hf"]),
+        "--precision", "fp32",
         "--prompts", str(judges["prompts"]), "--num-prompts", "4", "--steps", "2", "--num-generations", "2",
         "--prompts-per-step", "2", "--max-completion-length", "6", "--out", str(out),
     ])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from smorm.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 SETS = {"id": ("rl_eval_samples.jsonl", "eval_rows"), "ood": ("rl_eval_ood_samples.jsonl", "eval_ood_rows")}
 
@@ -143,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = markdown(compare(runs, args.reference), args.reference)
     atomic_write_text(args.runs_dir / "rl_report.md", table)
     plot(runs, args.runs_dir / "rl_report.png", args.title)
-    print(table)
-    print(f"wrote {args.runs_dir / 'rl_report.md'} and {args.runs_dir / 'rl_report.png'}")
+    logger.info(table)
+    logger.info(f"wrote {args.runs_dir / 'rl_report.md'} and {args.runs_dir / 'rl_report.png'}")
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()
