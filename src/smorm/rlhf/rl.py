@@ -234,6 +234,15 @@ def early_late_change(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, flo
     return out
 
 
+EVAL_SETS = ("id", "ood")  # the fixed evaluation sets, in file-name order
+
+
+def eval_suffix(set_name: str) -> str:
+    """How a fixed evaluation set names its files and summary rows: ``rl_eval{suffix}.csv``,
+    ``rl_eval{suffix}_samples.jsonl``, ``eval{suffix}_rows`` (``""`` for ``id``, ``"_ood"`` for ``ood``)."""
+    return "" if set_name == "id" else f"_{set_name}"
+
+
 def final_change(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     """The last evaluation's change from step 0 on the fixed prompts, in s.e.m. (``z``) for proxy and gold."""
     if len(rows) < 2:
@@ -339,7 +348,7 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
     prompts, eval_sets, prompt_report = rl_prompt_sets(settings, reward_ref.path)
     bf16 = resolve_precision(settings.precision, resolve_device(settings.device)) == "bf16"
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("rl_samples.jsonl", "rl_eval_samples.jsonl", "rl_eval_ood_samples.jsonl"):
+    for stale in ("rl_samples.jsonl", *(f"rl_eval{eval_suffix(n)}_samples.jsonl" for n in EVAL_SETS)):
         (out / stale).unlink(missing_ok=True)  # a new run, not a resume: start the logs afresh
     log(f"prompts: {len(prompts)} ({prompt_report['kind']}), fixed evaluation sets "
         f"{ {k: len(v) for k, v in eval_sets.items()} }; policy {policy_folder}; {'bf16' if bf16 else 'fp32'}")
@@ -355,7 +364,7 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
         proxy, gold_scorer, gold_ref.mode, tokenizer, [p.prompt for p in eval_set],
         settings.eval_every or settings.gold_every, settings.max_completion_length, settings.temperature,
         settings.seed, out, f"{title}: {len(eval_set)} fixed {name.upper()} prompts", log,
-        name="" if name == "id" else f"_{name}") for name, eval_set in eval_sets.items()}
+        name=eval_suffix(name)) for name, eval_set in eval_sets.items()}
     trainer = RLOOTrainer(
         model=policy_folder,
         reward_funcs=[proxy],
@@ -383,8 +392,7 @@ def run_rl(settings: RLSettings, log: Callable[[str], None] = logger.info) -> di
         "change": change,
         "eval_final": finals,
         "rows": tracker.rows,
-        "eval_rows": evals["id"].rows if "id" in evals else [],
-        "eval_ood_rows": evals["ood"].rows if "ood" in evals else [],
+        **{f"eval{eval_suffix(n)}_rows": evals[n].rows if n in evals else [] for n in EVAL_SETS},
         "cost": {"seconds_per_step": round(float(np.mean(step_times)), 2) if step_times else None,
                  "eval_seconds": round(sum(r["seconds"] for e in evals.values() for r in e.rows), 1)},
         "trl_log": trainer.state.log_history,

@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 
 from smorm.io import atomic_write_text
+from smorm.rlhf.rl import EVAL_SETS, eval_suffix, final_change
 
 logger = logging.getLogger(__name__)
-
-SETS = {"id": ("rl_eval_samples.jsonl", "eval_rows"), "ood": ("rl_eval_ood_samples.jsonl", "eval_ood_rows")}
 
 
 def _sem(values: np.ndarray) -> float:
@@ -37,22 +36,20 @@ def _sem(values: np.ndarray) -> float:
 
 
 def load_runs(runs_dir: Path) -> dict[str, dict[str, Any]]:
-    """``{name: {"summary": ..., "gold": {set: {step: [per-prompt gold]}}, "proxy": ...}}``, by folder name."""
+    """``{name: {"summary": ..., "gold": {set: {step: [per-prompt gold]}}}}``, by folder name."""
     runs: dict[str, dict[str, Any]] = {}
     for summary_path in sorted(Path(runs_dir).glob("*/rl_summary.json")):
         folder = summary_path.parent
-        run: dict[str, Any] = {"summary": json.loads(summary_path.read_text()), "gold": {}, "proxy": {}}
-        for name, (samples, _) in SETS.items():
-            path = folder / samples
+        run: dict[str, Any] = {"summary": json.loads(summary_path.read_text()), "gold": {}}
+        for name in EVAL_SETS:
+            path = folder / f"rl_eval{eval_suffix(name)}_samples.jsonl"
             if not path.exists():
                 continue
-            by_step: dict[str, dict[int, list[float]]] = {"gold": defaultdict(list), "proxy": defaultdict(list)}
+            by_step: dict[int, list[float]] = defaultdict(list)
             for line in path.read_text().splitlines():
                 row = json.loads(line)
-                for key in ("gold", "proxy"):
-                    by_step[key][int(row["step"])].append(float(row[key]))
-            for key in ("gold", "proxy"):
-                run[key][name] = dict(by_step[key])
+                by_step[int(row["step"])].append(float(row["gold"]))
+            run["gold"][name] = dict(by_step)
         runs[folder.name] = run
     return runs
 
@@ -62,16 +59,13 @@ def compare(runs: dict[str, dict[str, Any]], reference: str = "bt") -> list[dict
     rows: list[dict[str, Any]] = []
     for name, run in runs.items():
         summary = run["summary"]
-        for set_name, (_, key) in SETS.items():
-            eval_rows = summary.get(key) or []
+        for set_name in EVAL_SETS:
+            eval_rows = summary.get(f"eval{eval_suffix(set_name)}_rows") or []
             if len(eval_rows) < 2:
                 continue
-            last = eval_rows[-1]
-            row: dict[str, Any] = {"name": name, "set": set_name, "step": int(last["step"]),
-                                   "prompts": int(last["samples"])}
-            for score in ("proxy", "gold"):
-                row[score], row[f"{score}_sem"] = float(last[score]), float(last[f"{score}_sem"])
-                row[f"{score}_z"] = row[score] / row[f"{score}_sem"] if row[f"{score}_sem"] > 0 else float("nan")
+            row: dict[str, Any] = {"name": name, "set": set_name, "prompts": int(eval_rows[-1]["samples"]),
+                                   **final_change(eval_rows)}
+            row["step"] = int(row["step"])
             ref = runs.get(reference)
             row["gold_vs_ref"] = row["gold_vs_ref_sem"] = float("nan")
             if ref is not None and name != reference and set_name in ref["gold"] and set_name in run["gold"]:
@@ -113,11 +107,11 @@ def plot(runs: dict[str, dict[str, Any]], path: Path, title: str = "") -> Path:
 
     figure = Figure(figsize=(10, 7.5))
     axes = figure.subplots(2, 2, squeeze=False)
-    for i, (set_name, (_, key)) in enumerate(SETS.items()):
+    for i, set_name in enumerate(EVAL_SETS):
         for j, score in enumerate(("proxy", "gold")):
             ax = axes[i][j]
             for name, run in runs.items():
-                eval_rows = run["summary"].get(key) or []
+                eval_rows = run["summary"].get(f"eval{eval_suffix(set_name)}_rows") or []
                 if not eval_rows:
                     continue
                 steps = [r["step"] for r in eval_rows]
