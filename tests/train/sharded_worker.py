@@ -15,6 +15,7 @@ the gathered save is then accelerate's, the engine's and smorm's own code.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,12 @@ def main(engine: str, config_path: Path, report_path: Path) -> None:
     # active exception")
     trainer.accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
+    # and skip the interpreter's teardown: even after the group is closed, a C++ thread left joinable
+    # by gloo or the engine aborted one rank at exit once more (a fresh clone in session 12), which
+    # fails a run whose report is already written. Everything this worker says is flushed first.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
