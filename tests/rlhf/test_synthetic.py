@@ -66,9 +66,9 @@ def test_the_fair_rerun_reads_the_shipped_gold_in_f_with_three_seeds_of_bt_and_s
     assert config.gold.mode == "F" and config.noise == [0.25] and config.output_dir != shipped.output_dir
     runs = {p.method.name: p.runs[0] for p in recipe.proxies[0.25] if p.runs}
     assert {name: run.train.seed for name, run in runs.items() if name.startswith(("bt", "smorm"))} == {
-        "bt": 42, "bt-s1": 1, "bt-s2": 2, "smorm": 42, "smorm-s1": 1, "smorm-s2": 2}
+        "bt": 1, "bt-s2": 2, "bt-s3": 3, "smorm": 1, "smorm-s2": 2, "smorm-s3": 3}
     assert all(runs[n].method == "smorm" and set(runs[n].model.heads) == {"single", "multi"}
-               for n in ("smorm", "smorm-s1", "smorm-s2"))  # the YAML merge kept SMORM's heads and losses
+               for n in ("smorm", "smorm-s2", "smorm-s3"))  # the YAML merge kept SMORM's heads and losses
     assert config.pairs == shipped.pairs and config.prompt_sets == shipped.prompt_sets  # the same data
     assert not any(str(value).startswith("/") for value in _leaves(load_mapping(path)))
 
@@ -91,6 +91,7 @@ def tiny_recipe(tmp_path: Path, backbone: Path) -> Path:
     write_pairs(tmp_path / "toy-pairs.jsonl")
     write_prompts(tmp_path / "ood.jsonl", ["Write a haiku.", "Name a river.", "Why is the sky blue?"])
     train = {
+        "seed": 7,  # not the gold's (42, the default): the recipe refuses a proxy at the gold's seed
         "trunk": "full",
         "max_steps": 2,
         "pair_batch_size": 4,
@@ -287,6 +288,15 @@ def test_recipe_errors_are_reported_before_anything_runs(tmp_path, tiny_llama_di
     path.write_text(yaml.safe_dump({**raw, "bon": {**raw["bon"], "bf16": True}}))  # one knob for all scoring
     result = CliRunner().invoke(app, ["synthetic", str(path)])
     assert result.exit_code == 2 and "bon.bf16: set scoring_precision instead" in result.output
+    # a proxy at the gold's seed and backbone starts with the gold's heads: a near-copy, refused
+    at_gold_seed = {**raw["proxy_base"], "train": {**raw["proxy_base"]["train"], "seed": 42}}
+    path.write_text(yaml.safe_dump({**raw, "proxy_base": at_gold_seed}))
+    result = CliRunner().invoke(app, ["synthetic", str(path)])
+    assert result.exit_code == 2 and "methods.bt: train.seed 42 is the gold's seed" in result.output
+    members = [{"name": "ens", "ensemble": {"seeds": [3, 42], "combine": "mean"}}]
+    path.write_text(yaml.safe_dump({**raw, "methods": [*raw["methods"], *members]}))
+    result = CliRunner().invoke(app, ["synthetic", str(path)])
+    assert result.exit_code == 2 and "methods.ens: train.seed 42 is the gold's seed" in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -54,7 +54,7 @@ from smorm.rlhf.pools import prompt_key
 from smorm.rlhf.prompts import config_sources, file_prompts, heldout_from_sources, trained_prompt_keys
 from smorm.rlhf.relabel import relabel, sidecar
 from smorm.rlhf.settings import BoNSettings, RelabelSettings, SyntheticConfig, SyntheticMethod
-from smorm.run_config import DataSource
+from smorm.run_config import DataSource, find_run_config, read_run_config
 from smorm.settings import load_mapping, validate_settings
 from smorm.study.settings import merge
 from smorm.train import trainer
@@ -163,7 +163,35 @@ def plan(config: SyntheticConfig, base_dir: Path, where: str = "synthetic") -> P
                 resolve_paths(member, base_dir)
                 runs.append(validate_settings(RunConfig, member, where=f"{where}: methods.{method.name}"))
             proxies[noise].append(Proxy(method, folder, runs))
+    check_seeds(gold_run, gold_path, proxies, where)
     return Plan(config, base_dir, out, gold_run, gold_path, labels, ratings, proxies)
+
+
+def check_seeds(
+    gold_run: RunConfig | None, gold_path: Path, proxies: dict[float, list[Proxy]], where: str
+) -> None:
+    """Refuse a proxy with the gold's backbone and the gold's ``train.seed``.
+
+    Its heads then start where the gold's started, and with a few dozen steps they barely move: in
+    session 13 the trained BT proxy's head had cosine 0.97 with the gold's (SMORM's two heads 0.97 and
+    0.99) at the gold's seed, and 0.01-0.10 at other seeds, and the same-seed proxies' Best-of-N gold
+    gains were twice the others' (docs/reward-hacking.md, "The fair rerun"). Such a proxy is a near-copy
+    of the gold, not a proxy of it. The gold's seed is read from its run config (``gold.config``, or the
+    ``config.json`` of a ``gold.path`` run once it exists)."""
+    if gold_run is None:
+        if find_run_config(gold_path) is None:
+            return
+        gold_run = read_run_config(gold_path)
+    for noise_proxies in proxies.values():
+        for proxy in noise_proxies:
+            for run in proxy.runs:
+                if run.train.seed == gold_run.train.seed and run.model.backbone == gold_run.model.backbone:
+                    raise ValueError(
+                        f"{where}: methods.{proxy.method.name}: train.seed {run.train.seed} is the gold's "
+                        "seed, with the gold's backbone: the proxy's heads would start where the gold's "
+                        "started and stay close to them, making it a near-copy of the gold rather than a "
+                        "proxy; give proxy_base.train (or the method) another seed"
+                    )
 
 
 # ---------------------------------------------------------------- steps
